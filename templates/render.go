@@ -4,7 +4,8 @@
 // plain-text part, with LiteLLM-compatible subjects and settings.
 //
 // Templates are embedded; an operator can override any of them by name from
-// Settings.TemplateDir. Every override is parsed and trial-rendered in New so
+// Settings.TemplateDir (<name>.html, <name>.txt, and layout/parts for the
+// shared frame and building blocks). Every override is parsed and trial-rendered in New so
 // a broken template is a startup error, never a dropped email.
 package templates
 
@@ -40,8 +41,12 @@ const (
 
 var names = []string{NameInvitation, NameKeyCreated, NameKeyRotated, NameSoftBudget, NameMaxBudget}
 
-// layoutName is the shared frame (logo, card, footer) every email calls.
-const layoutName = "layout"
+// layoutName is the shared frame (logo, card, footer) every email calls;
+// partsName holds the building blocks (button, rows, code box...).
+const (
+	layoutName = "layout"
+	partsName  = "parts"
+)
 
 // Rendered is one email ready for a mailer.
 type Rendered struct {
@@ -145,21 +150,21 @@ func New(s Settings) (*Renderer, error) {
 		return nil, err
 	}
 	for _, name := range names {
-		h := htmltemplate.New(layoutName + ".html").Funcs(htmlFuncs)
-		if _, err := h.Parse(src[layoutName+".html"].text); err != nil {
-			return nil, src[layoutName+".html"].errorf(err)
-		}
-		if _, err := h.New(name + ".html").Parse(src[name+".html"].text); err != nil {
-			return nil, src[name+".html"].errorf(err)
+		// Parse order matters: the email file comes last so that its
+		// own {{define}}s win over any in the shared files.
+		h := htmltemplate.New(name).Funcs(htmlFuncs)
+		for _, f := range []string{partsName, layoutName, name} {
+			if _, err := h.New(f + ".html").Parse(src[f+".html"].text); err != nil {
+				return nil, src[f+".html"].errorf(err)
+			}
 		}
 		r.html[name] = h
 
-		t := texttemplate.New(layoutName + ".txt").Funcs(textFuncs)
-		if _, err := t.Parse(src[layoutName+".txt"].text); err != nil {
-			return nil, src[layoutName+".txt"].errorf(err)
-		}
-		if _, err := t.New(name + ".txt").Parse(src[name+".txt"].text); err != nil {
-			return nil, src[name+".txt"].errorf(err)
+		t := texttemplate.New(name).Funcs(textFuncs)
+		for _, f := range []string{partsName, layoutName, name} {
+			if _, err := t.New(f + ".txt").Parse(src[f+".txt"].text); err != nil {
+				return nil, src[f+".txt"].errorf(err)
+			}
 		}
 		r.text[name] = t
 	}
@@ -168,11 +173,19 @@ func New(s Settings) (*Renderer, error) {
 	// field that does not exist only fails at execution, so do it now.
 	for _, name := range names {
 		if _, err := r.Preview(name, ""); err != nil {
-			var fe fileError
-			if errors.As(err, &fe) {
-				return nil, err
+			var pe partError
+			if errors.As(err, &pe) {
+				// Blame the shared file when the failure is inside it
+				// (exec errors read "template: layout.html:12:3: ...").
+				file := name + pe.ext
+				for _, shared := range []string{layoutName, partsName} {
+					if strings.Contains(pe.err.Error(), shared+pe.ext+":") {
+						file = shared + pe.ext
+					}
+				}
+				return nil, src[file].errorf(pe.err)
 			}
-			return nil, fmt.Errorf("template %s: %w", name, err)
+			return nil, fmt.Errorf("email template %s: %w", name, err)
 		}
 	}
 	return r, nil
@@ -194,12 +207,21 @@ func (e fileError) Unwrap() error { return e.err }
 
 func (s source) errorf(err error) error { return fileError{path: s.path, err: err} }
 
+// partError tells which part (.html or .txt) of an email failed to execute.
+type partError struct {
+	ext string
+	err error
+}
+
+func (e partError) Error() string { return e.err.Error() }
+func (e partError) Unwrap() error { return e.err }
+
 // loadSources reads the embedded templates, then replaces them with the files
 // in dir. A file in dir that matches no template is refused: a typo such as
 // "invitaton.html" would otherwise be silently ignored.
 func loadSources(dir string) (map[string]source, error) {
 	src := map[string]source{}
-	known := append([]string{layoutName}, names...)
+	known := append([]string{layoutName, partsName}, names...)
 	for _, n := range known {
 		for _, ext := range []string{".html", ".txt"} {
 			b, err := fs.ReadFile(embedded, "tmpl/"+n+ext)
@@ -572,10 +594,10 @@ func (r *Renderer) subject(name, eventMessage string) (string, error) {
 func (r *Renderer) exec(name, subj string, data any) (Rendered, error) {
 	var hb, tb bytes.Buffer
 	if err := r.html[name].ExecuteTemplate(&hb, name+".html", data); err != nil {
-		return Rendered{}, err
+		return Rendered{}, partError{ext: ".html", err: err}
 	}
 	if err := r.text[name].ExecuteTemplate(&tb, name+".txt", data); err != nil {
-		return Rendered{}, err
+		return Rendered{}, partError{ext: ".txt", err: err}
 	}
 	return Rendered{Subject: subj, HTML: hb.String(), Text: tidyText(tb.String())}, nil
 }

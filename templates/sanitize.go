@@ -31,6 +31,9 @@ var allowedTags = map[atom.Atom]bool{
 func SanitizeSignature(signature string) template.HTML {
 	var b strings.Builder
 	var open []atom.Atom // stack of kept, not yet closed elements
+	// Normalise what the tokenizer normalises in text but not in Raw (used
+	// for escaped tags), so that sanitising twice gives the same result.
+	signature = strings.NewReplacer("\r\n", "\n", "\r", "\n", "\x00", "\uFFFD").Replace(signature)
 	z := nethtml.NewTokenizer(strings.NewReader(signature))
 	for {
 		tt := z.Next()
@@ -49,7 +52,9 @@ func SanitizeSignature(signature string) template.HTML {
 				continue
 			}
 			writeStartTag(&b, tok)
-			if tok.DataAtom != atom.Br && tt == nethtml.StartTagToken {
+			// "<a/>" opens an element in HTML (the slash is ignored on
+			// non-void elements), so it is tracked like "<a>".
+			if tok.DataAtom != atom.Br {
 				open = append(open, tok.DataAtom)
 			}
 		case nethtml.EndTagToken:

@@ -51,7 +51,8 @@ type Settings struct {
 	SubjectBudgetAlert string
 
 	// TemplateDir, when set, holds override files named <name>.html,
-	// <name>.txt, layout.html or layout.txt (EMAIL_TEMPLATE_DIR).
+	// <name>.txt, or layout/parts .html/.txt for the shared frame and
+	// building blocks (EMAIL_TEMPLATE_DIR).
 	TemplateDir string
 }
 
