@@ -46,7 +46,20 @@ func (s *scanner) peek() byte {
 // returns its raw contents (escapes not decoded) and whether it has any.
 func (s *scanner) str() (raw []byte, esc bool) {
 	start := s.i + 1
+	b := s.b
 	j := start
+	// Most strings are short (keys, ids, one-token deltas): a plain loop
+	// beats IndexByte's call overhead there.
+	for lim := min(len(b), start+32); j < lim; j++ {
+		switch b[j] {
+		case '"':
+			s.i = j + 1
+			return b[start:j], false
+		case '\\':
+			goto long
+		}
+	}
+long:
 	for {
 		k := bytes.IndexByte(s.b[j:], '"')
 		if k < 0 {
