@@ -71,6 +71,15 @@ func Open(path string) (*Store, error) {
 		}
 	}
 
+	// The file holds token hashes, addresses and, until they are sent,
+	// email bodies with plain keys: create it private. SQLite gives the
+	// -wal and -shm files the database file's permissions.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return nil, fmt.Errorf("sqlite: create %s: %w", path, err)
+	} else if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("sqlite: create %s: %w", path, err)
+	}
+
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)", busyTimeoutMS)
 	wdsn := path + "?" + common +
 		"&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"

@@ -135,6 +135,31 @@ func TestRefusesNewerSchema(t *testing.T) {
 	}
 }
 
+func TestOpenPathAndMode(t *testing.T) {
+	// Characters a URI would treat specially are fine in a plain path.
+	path := filepath.Join(t.TempDir(), "dir with space#x", "llm spend%20.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateUser(t.Context(), &store.User{UserID: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("database not at the given path: %v", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		t.Errorf("database mode %v, want private", fi.Mode().Perm())
+	}
+	if s.Path() != path {
+		t.Errorf("Path() = %q", s.Path())
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	for _, p := range []string{"", ":memory:", "file:x.db", filepath.Join(t.TempDir(), "a?b.db")} {
 		if s, err := Open(p); err == nil {
