@@ -5,6 +5,10 @@
 // store/postgres (multi-instance). Both must pass store/storetest.
 // The hot path never calls a Store directly: keys are served from an
 // in-memory cache and spend is written behind by the ledger in batches.
+//
+// Times round-trip at nanosecond precision and come back in UTC (budget
+// windows are compared for equality, so a stored time that lost precision
+// would never match again); nil pointers and nil Models/Metadata stay nil.
 package store
 
 import (
@@ -18,7 +22,8 @@ import (
 var (
 	// ErrNotFound is returned when a user, key, invitation or message does not exist.
 	ErrNotFound = errors.New("not found")
-	// ErrConflict is returned when a unique value (user id, key token, alias) already exists.
+	// ErrConflict is returned when a unique value (user id, key token, alias) already exists,
+	// and when a state change is refused (an invitation accepted twice, a sent message marked failed).
 	ErrConflict = errors.New("already exists")
 )
 
@@ -80,20 +85,21 @@ type Users interface {
 
 // Keys stores virtual keys.
 type Keys interface {
-	CreateKey(ctx context.Context, k *Key) error // ErrConflict on duplicate ID or Token
+	CreateKey(ctx context.Context, k *Key) error // ErrConflict on duplicate ID, Token or non-empty KeyAlias
 	GetKeyByToken(ctx context.Context, token string) (*Key, error)
 	GetKey(ctx context.Context, id string) (*Key, error)
 	// ListKeys lists keys of one user, or all keys when userID is "".
 	ListKeys(ctx context.Context, userID string) ([]Key, error)
 	// UpdateKey replaces every field but ID, Token, KeyName, Spend,
-	// BudgetResetAt, CreatedAt and LastUsedAt.
+	// BudgetResetAt, CreatedAt and LastUsedAt. ErrConflict on a taken alias.
 	UpdateKey(ctx context.Context, k *Key) error
 	// RegenerateKey atomically replaces the token of key id (the old token
 	// stops resolving at once); everything else carries over.
 	RegenerateKey(ctx context.Context, id, newToken, newKeyName string) (*Key, error)
 	// DeleteKeys deletes keys by ID and returns how many existed.
 	DeleteKeys(ctx context.Context, ids []string) (int, error)
-	// TouchKeys records last-used times in one batch (written behind).
+	// TouchKeys records last-used times in one batch (written behind). It never
+	// moves a last-used time backwards and skips unknown keys.
 	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
 }
 
@@ -138,6 +144,9 @@ type SpendBatch struct {
 
 // Spend stores spend totals and history.
 type Spend interface {
+	// ApplySpend applies the batch all or nothing, resets before deltas (so a
+	// delta of the window a reset opens counts whatever its place in the
+	// batch). Deltas and resets for missing entities change nothing.
 	ApplySpend(ctx context.Context, b SpendBatch) error
 	// DailySpendFor returns the history of one key between two days inclusive (YYYY-MM-DD).
 	DailySpendFor(ctx context.Context, keyID, fromDay, toDay string) ([]DailySpend, error)
@@ -186,14 +195,18 @@ type Outbox interface {
 	ClaimDue(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]OutboxMessage, error)
 	MarkSent(ctx context.Context, id int64, backend, providerID string, at time.Time) error
 	// MarkRetry puts the message back to pending for another attempt at next.
+	// ErrConflict if it was sent meanwhile (a worker whose lease ran out must
+	// not resurrect a delivered message); likewise MarkFailed.
 	MarkRetry(ctx context.Context, id int64, next time.Time, errMsg string) error
 	MarkFailed(ctx context.Context, id int64, errMsg string) error
-	// Requeue puts a failed message back to pending (admin "retry").
+	// Requeue puts a failed message back to pending (admin "retry"), keeping
+	// Attempts. ErrConflict when it is not failed, or is Sensitive (its body
+	// was blanked: nothing is left to send).
 	Requeue(ctx context.Context, id int64, now time.Time) error
 	GetMessage(ctx context.Context, id int64) (*OutboxMessage, error)
-	// ListOutbox lists newest first; status "" means all.
+	// ListOutbox lists newest first; status "" means all, limit <= 0 no limit.
 	ListOutbox(ctx context.Context, status string, limit int) ([]OutboxMessage, error)
-	// OutboxCounts returns the number of messages per status.
+	// OutboxCounts returns the number of messages per status, always with the four statuses.
 	OutboxCounts(ctx context.Context) (map[string]int, error)
 }
 
@@ -217,10 +230,11 @@ type AlertRecord struct {
 type Alerts interface {
 	// ClaimAlert returns true when this caller won the claim: no row for the
 	// identity (Kind, ID, AlertType, Threshold), or a row with another Window
-	// or older than ttl (then it is taken over).
+	// or older than ttl (then it is taken over). ttl <= 0: claims never expire.
 	ClaimAlert(ctx context.Context, c AlertClaim, now time.Time, ttl time.Duration) (bool, error)
 	// ReleaseAlert deletes the claim (same window) after a permanent send failure.
 	ReleaseAlert(ctx context.Context, c AlertClaim) error
+	// ListAlerts lists claims newest first; an empty kind or id matches all.
 	ListAlerts(ctx context.Context, kind, id string) ([]AlertRecord, error)
 }
 
