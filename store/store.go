@@ -165,7 +165,8 @@ type OutboxMessage struct {
 	ID int64
 	// IdempotencyKey is unique per logical email; a second Enqueue with the
 	// same key returns the first message's ID. It is also the Resend
-	// Idempotency-Key and the seed of the Message-ID header.
+	// Idempotency-Key and the seed of the Message-ID header. An empty key
+	// never de-duplicates.
 	IdempotencyKey string
 	Kind           string // invitation, key_created, key_rotated, soft_budget, max_budget, test
 	To             []string

@@ -21,6 +21,7 @@
 //   - Requeue of a message that is not failed, or is sensitive (its body
 //     was blanked), is ErrConflict;
 //   - OutboxCounts always has the four statuses;
+//   - an empty IdempotencyKey never de-duplicates;
 //   - ClaimAlert with ttl <= 0 never expires a claim;
 //   - ApplySpend applies resets before deltas, and is all-or-nothing.
 package storetest
@@ -945,6 +946,14 @@ func testOutboxIdempotency(t *testing.T, s store.Store) {
 	if n := countAll(t, s); n != 2 {
 		t.Fatalf("outbox holds %d messages, want 2", n)
 	}
+	// No idempotency key: never de-duplicated (never silently dropped).
+	a, b := enqueue(t, s, msg("")), enqueue(t, s, msg(""))
+	if a == b {
+		t.Fatalf("two messages without idempotency key share ID %d", a)
+	}
+	if got := getMsg(t, s, a); got.IdempotencyKey != "" {
+		t.Fatalf("IdempotencyKey = %q, want empty", got.IdempotencyKey)
+	}
 }
 
 func countAll(t *testing.T, s store.Store) int {
@@ -1147,8 +1156,8 @@ func testOutboxRequeue(t *testing.T, s store.Store) {
 	at := base.Add(time.Hour)
 	ok(t, s.Requeue(ctx, id, at), "requeue failed")
 	g := getMsg(t, s, id)
-	if g.Status != store.StatusPending || !g.NextAttemptAt.Equal(at) || g.HTML == "" {
-		t.Fatalf("requeued: %+v", g)
+	if g.Status != store.StatusPending || !g.NextAttemptAt.Equal(at) || g.HTML == "" || g.Attempts != 1 {
+		t.Fatalf("requeued (want pending at %v, body kept, attempts kept at 1): %+v", at, g)
 	}
 	got, err := s.ClaimDue(ctx, at, time.Minute, 10)
 	ok(t, err, "claim")
