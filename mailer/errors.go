@@ -99,8 +99,11 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	var d time.Duration
 	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs <= 0 {
+		if !(secs > 0) { // also NaN
 			return 0
+		}
+		if secs >= maxRetryAfter.Seconds() { // also +Inf: no overflowing conversion
+			return maxRetryAfter
 		}
 		d = time.Duration(secs * float64(time.Second))
 	} else if t, err := http.ParseTime(v); err == nil {

@@ -211,7 +211,7 @@ func TestSendGridRequestShape(t *testing.T) {
 		t.Errorf("auth %q", r.Header.Get("Authorization"))
 	}
 	var body struct {
-		From struct{ Name, Email string }
+		From             struct{ Name, Email string }
 		Subject          string
 		Personalizations []struct {
 			To []struct{ Name, Email string }
