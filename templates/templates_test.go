@@ -655,9 +655,19 @@ func TestHTMLEmailRules(t *testing.T) {
 	for _, name := range r.Names() {
 		out, _ := r.Preview(name, "html")
 		h := out.HTML
-		for _, banned := range []string{"<style", "display:flex", "display:grid", "<link", "<script"} {
+		for _, banned := range []string{"display:flex", "display:grid", "<link", "<script"} {
 			if strings.Contains(h, banned) {
 				t.Errorf("%s: contains %s", name, banned)
+			}
+		}
+		// One <style>, holding only the phone media query: layout must
+		// never depend on it.
+		if n := strings.Count(h, "<style"); n != 1 {
+			t.Errorf("%s: %d <style> blocks", name, n)
+		} else {
+			css := h[strings.Index(h, "<style>")+7 : strings.Index(h, "</style>")]
+			if !strings.HasPrefix(strings.TrimSpace(css), "@media") || strings.Count(css, "@media") != 1 || strings.Count(css, "{") != 4 {
+				t.Errorf("%s: <style> holds more than the phone media query:\n%s", name, css)
 			}
 		}
 		for _, want := range []string{"max-width:600px", `alt="LiteLLM"`, `width="150"`, "-apple-system", "support@berri.ai", `role="presentation"`} {
