@@ -1,0 +1,115 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the llm_spend app: it owns the state the gateway's handlers share
+// (store, key cache, ledger, mailer). Caddy builds a new App on every config
+// load, so the state itself lives in a usage pool keyed by its configuration
+// and survives `caddy reload`.
+type App struct {
+	// MasterKey guards the admin API (Authorization: Bearer <master key>).
+	// While it is empty, every admin request is refused with an explanation.
+	// Placeholders such as {env.MASTER_KEY} are expanded.
+	MasterKey string `json:"master_key,omitempty"`
+
+	// Store is where users, keys, spend and the email outbox live: a file
+	// path for the embedded SQLite store, or a postgres:// URL. Default:
+	// llmspend/llmspend.db under Caddy's data directory.
+	Store string `json:"store,omitempty"`
+
+	// AdminMaxBody limits admin request bodies. Default: 1 MiB.
+	AdminMaxBody int64 `json:"admin_max_body,omitempty"`
+
+	// MaxRequestBody limits gateway request bodies the handler reads to
+	// find the model. Default: 32 MiB.
+	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+
+	state  *sharedState
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "llm_spend",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+const (
+	defaultAdminMaxBody   = 1 << 20
+	defaultMaxRequestBody = 32 << 20
+)
+
+// Provision opens (or re-uses across a reload) the shared state.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	a.MasterKey = strings.TrimSpace(repl.ReplaceAll(a.MasterKey, ""))
+	a.Store = strings.TrimSpace(repl.ReplaceAll(a.Store, ""))
+	if a.AdminMaxBody <= 0 {
+		a.AdminMaxBody = defaultAdminMaxBody
+	}
+	if a.MaxRequestBody <= 0 {
+		a.MaxRequestBody = defaultMaxRequestBody
+	}
+	if a.Store == "" {
+		a.Store = filepath.Join(caddy.AppDataDir(), "llmspend", "llmspend.db")
+	}
+	st, err := loadSharedState(stateConfig{store: a.Store}, a.logger)
+	if err != nil {
+		return fmt.Errorf("llm_spend: %w", err)
+	}
+	a.state = st
+	if a.MasterKey == "" {
+		a.logger.Warn("MASTER_KEY is not set: the admin API refuses every request until it is")
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (a *App) Validate() error {
+	if a.MasterKey != "" && len(a.MasterKey) < 8 {
+		return fmt.Errorf("llm_spend: master_key must be at least 8 characters")
+	}
+	return nil
+}
+
+// Start implements caddy.App.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App. The shared state is flushed when the last
+// config using it goes away (Cleanup), not on every reload.
+func (a *App) Stop() error { return nil }
+
+// Cleanup releases this config's reference to the shared state; the last
+// reference flushes spend, drains the mailer and closes the store.
+func (a *App) Cleanup() error {
+	if a.state == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return releaseSharedState(ctx, a.state)
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)
