@@ -126,7 +126,7 @@ func New(s Settings) (*Renderer, error) {
 		text:     map[string]*texttemplate.Template{},
 		now:      time.Now,
 	}
-	r.signature = SanitizeSignature(s.Signature)
+	r.signature = styleLinks(SanitizeSignature(s.Signature))
 	r.sigText = signatureText(r.signature)
 
 	for _, sub := range []struct{ key, env, tpl, event string }{

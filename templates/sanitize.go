@@ -163,6 +163,40 @@ func safeStyle(v string) (string, bool) {
 	return strings.TrimSpace(v), true
 }
 
+// footerLinkStyle is given to signature links the operator did not style:
+// clients would otherwise paint them default blue in the muted footer.
+const footerLinkStyle = "color:#4b5563;text-decoration:underline;"
+
+// styleLinks adds footerLinkStyle to unstyled links of sanitised HTML. The
+// sanitiser's output is canonical (lower-case names, quoted and escaped
+// values, so no '>' inside a tag), which makes a plain scan exact.
+func styleLinks(h template.HTML) template.HTML {
+	s := string(h)
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "<a")
+		if i < 0 || i+2 >= len(s) || (s[i+2] != '>' && s[i+2] != ' ') {
+			if i < 0 {
+				b.WriteString(s)
+				break
+			}
+			b.WriteString(s[:i+2])
+			s = s[i+2:]
+			continue
+		}
+		end := strings.IndexByte(s[i:], '>') + i
+		tag := s[i:end]
+		b.WriteString(s[:i])
+		if strings.Contains(tag, ` style="`) {
+			b.WriteString(tag)
+		} else {
+			b.WriteString(`<a style="` + footerLinkStyle + `"` + tag[2:])
+		}
+		s = s[end:]
+	}
+	return template.HTML(b.String())
+}
+
 // signatureText renders sanitised signature HTML as plain text for the
 // text/plain part: line breaks for br and p, "text (url)" for links.
 func signatureText(h template.HTML) string {
@@ -209,7 +243,8 @@ func signatureText(h template.HTML) string {
 					t := linkText.String()
 					b.WriteString(t)
 					target := strings.TrimPrefix(href, "mailto:")
-					if href != "" && strings.TrimSpace(t) != target {
+					bare := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(target, "https://"), "http://"), "/")
+					if lt := strings.TrimSpace(t); href != "" && lt != target && lt != bare {
 						b.WriteString(" (" + target + ")")
 					}
 					inLink = false

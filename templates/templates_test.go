@@ -433,7 +433,7 @@ func TestSignatureInEmail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.HTML, `<strong>Platform Team</strong>`) || !strings.Contains(out.HTML, `<a href="https://acme.example/llm">Docs</a>`) {
+	if !strings.Contains(out.HTML, `<strong>Platform Team</strong>`) || !strings.Contains(out.HTML, `<a style="color:#4b5563;text-decoration:underline;" href="https://acme.example/llm">Docs</a>`) {
 		t.Errorf("allowed signature markup lost:\n%s", out.HTML)
 	}
 	if bad := liveMarkup(t, out.HTML); len(bad) > 0 {
@@ -484,6 +484,19 @@ func TestSanitizeSignature(t *testing.T) {
 	}
 }
 
+func TestStyleLinks(t *testing.T) {
+	for in, want := range map[string]string{
+		`<a href="https://x.example">x</a>`:              `<a style="` + footerLinkStyle + `" href="https://x.example">x</a>`,
+		`<a>x</a><abbr>`:                                 `<a style="` + footerLinkStyle + `">x</a>&lt;abbr&gt;`,
+		`<a style="color:red" href="https://x.example">`: `<a style="color:red" href="https://x.example"></a>`,
+		`<b>a&lt;a</b>`:                                  `<b>a&lt;a</b>`,
+	} {
+		if got := string(styleLinks(SanitizeSignature(in))); got != want {
+			t.Errorf("styleLinks(%q)\n got %q\nwant %q", in, got, want)
+		}
+	}
+}
+
 func FuzzSanitizeSignature(f *testing.F) {
 	for _, s := range []string{
 		`<p>Best,<br><a href="https://x.example">x</a></p>`,
@@ -495,7 +508,7 @@ func FuzzSanitizeSignature(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		out := string(SanitizeSignature(in))
+		out := string(styleLinks(SanitizeSignature(in)))
 		// Put it where it goes, in a document, and parse it like a browser.
 		doc := "<!DOCTYPE html><html><body><div>" + out + "</div><p>after</p></body></html>"
 		if bad := liveMarkup(t, doc); len(bad) > 0 {
@@ -534,7 +547,7 @@ func FuzzSanitizeSignature(f *testing.F) {
 			}
 		}
 		walk(root)
-		if again := string(SanitizeSignature(out)); again != out {
+		if again := string(styleLinks(SanitizeSignature(out))); again != out {
 			t.Fatalf("not idempotent: %q -> %q -> %q", in, out, again)
 		}
 	})
