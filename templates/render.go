@@ -106,7 +106,9 @@ type Renderer struct {
 	now       func() time.Time // sample data clock; fixed in tests
 }
 
-// New validates s, parses the embedded templates and the overrides found in
+// New validates s (empty fields take the LiteLLM defaults, except
+// IncludeAPIKey: build Settings with SettingsFromEnv to get its default of
+// true; a hand-made Settings{} keeps keys out of emails), parses the embedded templates and the overrides found in
 // s.TemplateDir, and trial-renders every template with sample data, so that
 // any mistake (unknown subject placeholder, CR/LF in a subject, a template
 // that does not parse or refers to a missing field) fails startup with an
@@ -270,6 +272,9 @@ func (r *Renderer) InvitationLink(invitationID string) string {
 
 // Invitation renders the new-user invitation.
 func (r *Renderer) Invitation(d InvitationData) (Rendered, error) {
+	if strings.TrimSpace(d.InvitationLink) == "" {
+		return Rendered{}, errors.New("invitation email without an invitation link")
+	}
 	subj, err := r.subject(NameInvitation, EventInvitation)
 	if err != nil {
 		return Rendered{}, err

@@ -653,6 +653,9 @@ func TestPreview(t *testing.T) {
 	if !strings.Contains(x.Text, "Sat, 14 Mar 2026 at 09:26 UTC") || !strings.Contains(x.Text, "old key stopped working immediately") {
 		t.Errorf("rotated text:\n%s", x.Text)
 	}
+	if _, err := r.Invitation(InvitationData{RecipientEmail: "a@b.c"}); err == nil {
+		t.Error("invitation without a link accepted")
+	}
 	if _, err := r.Preview("nope", ""); err == nil {
 		t.Error("unknown template accepted")
 	}
@@ -668,7 +671,7 @@ func TestHTMLEmailRules(t *testing.T) {
 	for _, name := range r.Names() {
 		out, _ := r.Preview(name, "html")
 		h := out.HTML
-		for _, banned := range []string{"display:flex", "display:grid", "<link", "<script"} {
+		for _, banned := range []string{"display:flex", "display:grid", "<link", "<script", "ZgotmplZ"} {
 			if strings.Contains(h, banned) {
 				t.Errorf("%s: contains %s", name, banned)
 			}
