@@ -74,6 +74,7 @@ type Server struct {
 	srvTLS  *tls.Config
 	mu      sync.Mutex
 	srv     *smtp.Server
+	ln      net.Listener
 	up      bool
 	msgs    []Received
 	reject  map[Stage]*rejection
@@ -167,6 +168,7 @@ func (s *Server) serve(l net.Listener) {
 	}
 	s.mu.Lock()
 	s.srv = srv
+	s.ln = l
 	s.up = true
 	s.downCh = make(chan struct{})
 	s.mu.Unlock()
@@ -223,13 +225,16 @@ func (s *Server) SetDataDelay(d time.Duration) {
 // refused until Up.
 func (s *Server) Down() {
 	s.mu.Lock()
-	srv, up := s.srv, s.up
+	srv, ln, up := s.srv, s.ln, s.up
 	s.up = false
 	if up {
 		close(s.downCh)
 	}
 	s.mu.Unlock()
 	if up {
+		// Close the listener ourselves: srv.Close only knows listeners that
+		// Serve registered, and Serve may not have started yet.
+		_ = ln.Close()
 		_ = srv.Close()
 	}
 }
