@@ -5,6 +5,7 @@
 package fakeupstream
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +46,10 @@ type Server struct {
 	Latency time.Duration
 	// ChunkDelay is slept between stream events.
 	ChunkDelay time.Duration
+	// FirstChunkDelay is slept after a stream's headers are sent and
+	// before its first event: a model's time to first token. Latency, by
+	// contrast, delays the headers too.
+	FirstChunkDelay time.Duration
 	// Chunks is the number of content events in a stream (default 3).
 	Chunks int
 	// CutStream ends a stream before the usage event.
@@ -52,6 +58,12 @@ type Server struct {
 	Gzip bool
 	// Record keeps received requests (off for load tests).
 	Record bool
+	// Prerender reuses rendered non-stream bodies (per path, model, usage
+	// and gzip), so a load test measures the proxy, not fmt.Sprintf.
+	Prerender bool
+
+	rendered  sync.Map // renderKey -> []byte, when Prerender is set
+	nRendered atomic.Int32
 
 	received []Recorded
 	// Gate, when non-nil, is received from between stream events (tests use
@@ -93,6 +105,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.received = append(s.received, Recorded{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
 	}
 	u, status, latency, delay, chunks, cut, gz, gate := s.Usage, s.Status, s.Latency, s.ChunkDelay, s.Chunks, s.CutStream, s.Gzip, s.Gate
+	first, prerender := s.FirstChunkDelay, s.Prerender
 	s.mu.Unlock()
 	if latency > 0 {
 		time.Sleep(latency)
@@ -112,41 +125,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if chunks <= 0 {
 		chunks = 3
 	}
-	st := stream{w: w, delay: delay, gate: gate}
-	switch path {
-	case "/chat/completions":
-		if req.Stream {
+	if req.Stream {
+		st := stream{w: w, delay: delay, first: first, gate: gate}
+		switch path {
+		case "/chat/completions":
 			st.openAIChat(req, u, chunks, cut)
 			return
-		}
-		writeJSON(w, gz, openAIChatJSON(req.Model, u))
-	case "/completions":
-		if req.Stream {
+		case "/completions":
 			st.openAICompletions(req, u, chunks, cut)
 			return
-		}
-		writeJSON(w, gz, fmt.Sprintf(`{"id":"cmpl-1","object":"text_completion","created":1733000000,"model":%q,"choices":[{"text":"Hello there","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`,
-			req.Model, u.InputTokens, u.OutputTokens, u.InputTokens+u.OutputTokens))
-	case "/embeddings":
-		writeJSON(w, gz, fmt.Sprintf(`{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0023,-0.0093,0.0151]}],"model":%q,"usage":{"prompt_tokens":%d,"total_tokens":%d}}`,
-			req.Model, u.InputTokens, u.InputTokens))
-	case "/responses":
-		if req.Stream {
+		case "/responses":
 			st.responses(req, u, chunks, cut)
 			return
-		}
-		writeJSON(w, gz, responsesJSON(req.Model, u))
-	case "/messages":
-		if req.Stream {
+		case "/messages":
 			st.anthropic(req, u, chunks, cut)
 			return
 		}
-		writeJSON(w, gz, anthropicJSON(req.Model, u))
-	default:
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		io.WriteString(w, `{"object":"list","data":[{"id":"gpt-4o-mini","object":"model"}]}`)
 	}
+	k := renderKey{path, req.Model, u, gz}
+	if prerender && s.writeRendered(w, k) {
+		return
+	}
+	s.render(w, k)
 }
 
 func openAIChatJSON(model string, u Usage) string {
@@ -185,6 +185,7 @@ func writeJSON(w http.ResponseWriter, gz bool, body string) {
 type stream struct {
 	w     http.ResponseWriter
 	delay time.Duration
+	first time.Duration
 	gate  chan struct{}
 	n     int
 }
@@ -194,6 +195,13 @@ func (s *stream) start() {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	s.w.WriteHeader(http.StatusOK)
+	if s.first > 0 {
+		// Headers go out before the model's first token, as providers do.
+		if f, ok := s.w.(http.Flusher); ok {
+			f.Flush()
+		}
+		time.Sleep(s.first)
+	}
 }
 
 // event writes one SSE event and flushes it.
@@ -285,4 +293,90 @@ func (s *stream) anthropic(req reqFields, u Usage, chunks int, cut bool) {
 	s.event("content_block_stop", `{"type":"content_block_stop","index":0}`)
 	s.event("message_delta", fmt.Sprintf(`{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":%d}}`, u.OutputTokens))
 	s.event("message_stop", `{"type":"message_stop"}`)
+}
+
+// renderKey identifies a pre-rendered non-stream response.
+type renderKey struct {
+	path, model string
+	u           Usage
+	gz          bool
+}
+
+// maxRendered bounds the pre-rendered bodies: models come from clients.
+const maxRendered = 256
+
+// writeRendered writes the cached body for k, rendering it once through
+// ServeHTTP's own code on first use. It reports false when the body can't
+// be cached (cache full), and the caller renders as usual.
+func (s *Server) writeRendered(w http.ResponseWriter, k renderKey) bool {
+	v, ok := s.rendered.Load(k)
+	if !ok {
+		if s.nRendered.Load() >= maxRendered {
+			return false
+		}
+		rec := &captureWriter{h: http.Header{}}
+		s.render(rec, k)
+		v, ok = s.rendered.LoadOrStore(k, &rendered{header: rec.h, status: rec.status, body: rec.buf.Bytes()})
+		if !ok {
+			s.nRendered.Add(1)
+		}
+	}
+	r := v.(*rendered)
+	h := w.Header()
+	for name, vals := range r.header {
+		h[name] = vals
+	}
+	w.WriteHeader(r.status)
+	_, _ = w.Write(r.body)
+	return true
+}
+
+// rendered is a complete response kept for reuse; it is never modified.
+type rendered struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+// render produces the non-stream response for k the way ServeHTTP does.
+func (s *Server) render(w http.ResponseWriter, k renderKey) {
+	u := k.u
+	switch k.path {
+	case "/chat/completions":
+		writeJSON(w, k.gz, openAIChatJSON(k.model, u))
+	case "/completions":
+		writeJSON(w, k.gz, fmt.Sprintf(`{"id":"cmpl-1","object":"text_completion","created":1733000000,"model":%q,"choices":[{"text":"Hello there","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`,
+			k.model, u.InputTokens, u.OutputTokens, u.InputTokens+u.OutputTokens))
+	case "/embeddings":
+		writeJSON(w, k.gz, fmt.Sprintf(`{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0023,-0.0093,0.0151]}],"model":%q,"usage":{"prompt_tokens":%d,"total_tokens":%d}}`,
+			k.model, u.InputTokens, u.InputTokens))
+	case "/responses":
+		writeJSON(w, k.gz, responsesJSON(k.model, u))
+	case "/messages":
+		writeJSON(w, k.gz, anthropicJSON(k.model, u))
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{"object":"list","data":[{"id":"gpt-4o-mini","object":"model"}]}`)
+	}
+}
+
+// captureWriter records a response for render.
+type captureWriter struct {
+	h      http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+func (c *captureWriter) Header() http.Header { return c.h }
+func (c *captureWriter) WriteHeader(code int) {
+	if c.status == 0 {
+		c.status = code
+	}
+}
+func (c *captureWriter) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	return c.buf.Write(b)
 }
