@@ -237,7 +237,17 @@ func (p *Pool) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		p.abort()
-		<-done // workers return promptly: sends are cancelled, marks are bounded by markTTL
+		// Workers return promptly: sends are cancelled and each mark is
+		// bounded by markTTL. A Sender that ignores its context must not
+		// hang shutdown, so the wait is bounded too; its message then
+		// returns to pending when the lease expires.
+		t := time.NewTimer(p.markTTL + 5*time.Second)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			p.cfg.Logger.Error("email workers did not stop; abandoning them")
+		}
 		return ctx.Err()
 	}
 }
