@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llmspend/llmspend/money"
+	"github.com/llmspend/llmspend/spend"
 	"github.com/llmspend/llmspend/store"
 )
 
@@ -67,6 +68,10 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 	mux.Handle("POST /key/update", h.guard(h.keyUpdate))
 	mux.Handle("POST /key/delete", h.guard(h.keyDelete))
 	mux.Handle("GET /key/list", h.guard(h.keyList))
+	mux.Handle("GET /email/outbox", h.guard(h.emailOutbox))
+	mux.Handle("POST /email/outbox/{id}/retry", h.guard(h.emailRetry))
+	mux.Handle("POST /email/test", h.guard(h.emailTest))
+	mux.Handle("GET /email/preview/{template}", h.guard(h.emailPreview))
 	h.mux = mux
 	return nil
 }
@@ -214,14 +219,14 @@ func (h *AdminHandler) buildKey(req *generateKeyRequest, now time.Time) (*store.
 		k.SoftBudget = &p
 	}
 	if req.Duration != nil && *req.Duration != "" {
-		exp, err := spendNextReset(now, *req.Duration)
+		exp, err := spend.NextReset(now, *req.Duration)
 		if err != nil {
 			return nil, "", &badRequest{"duration", "duration: " + err.Error()}
 		}
 		k.Expires = &exp
 	}
 	if req.BudgetDuration != nil && *req.BudgetDuration != "" {
-		reset, err := spendNextReset(now, *req.BudgetDuration)
+		reset, err := spend.NextReset(now, *req.BudgetDuration)
 		if err != nil {
 			return nil, "", &badRequest{"budget_duration", "budget_duration: " + err.Error()}
 		}
@@ -378,7 +383,7 @@ func (h *AdminHandler) applyKeyUpdate(k *store.Key, req *updateKeyRequest, now t
 	if req.Duration.Set {
 		k.Expires = nil
 		if req.Duration.V != "" {
-			exp, err := spendNextReset(now, req.Duration.V)
+			exp, err := spend.NextReset(now, req.Duration.V)
 			if err != nil {
 				return &badRequest{"duration", "duration: " + err.Error()}
 			}
@@ -388,7 +393,7 @@ func (h *AdminHandler) applyKeyUpdate(k *store.Key, req *updateKeyRequest, now t
 	if req.BudgetDuration.Set {
 		k.BudgetDuration = req.BudgetDuration.V
 		if k.BudgetDuration != "" {
-			if _, err := spendNextReset(now, k.BudgetDuration); err != nil {
+			if _, err := spend.NextReset(now, k.BudgetDuration); err != nil {
 				return &badRequest{"budget_duration", "budget_duration: " + err.Error()}
 			}
 		}
@@ -582,7 +587,7 @@ func (h *AdminHandler) userNew(w http.ResponseWriter, r *http.Request) {
 		u.SoftBudget = &p
 	}
 	if req.BudgetDuration != nil && *req.BudgetDuration != "" {
-		reset, err := spendNextReset(now, *req.BudgetDuration)
+		reset, err := spend.NextReset(now, *req.BudgetDuration)
 		if err != nil {
 			writeErr(w, h, &badRequest{"budget_duration", "budget_duration: " + err.Error()})
 			return

@@ -2,13 +2,18 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/llmspend/llmspend/mailer"
+	"github.com/llmspend/llmspend/templates"
 )
 
 func init() {
@@ -37,8 +42,17 @@ type App struct {
 	// find the model. Default: 32 MiB.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
-	state  *sharedState
-	logger *zap.Logger
+	// Email configures the email backend and delivery pool.
+	Email *EmailConfig `json:"email,omitempty"`
+
+	// Templates customises the emails.
+	Templates *TemplateConfig `json:"templates,omitempty"`
+
+	state      *sharedState
+	logger     *zap.Logger
+	renderer   *templates.Renderer
+	mailConfig mailer.Config
+	mail       *mailerEntry
 }
 
 // CaddyModule returns the Caddy module information.
@@ -74,6 +88,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("llm_spend: %w", err)
 	}
 	a.state = st
+	// On error Caddy calls Cleanup, which releases what was acquired here.
+	if err := a.provisionEmail(os.Getenv); err != nil {
+		return fmt.Errorf("llm_spend: %w", err)
+	}
 	if a.MasterKey == "" {
 		a.logger.Warn("MASTER_KEY is not set: the admin API refuses every request until it is")
 	}
@@ -101,9 +119,11 @@ func (a *App) Cleanup() error {
 	if a.state == nil {
 		return nil
 	}
+	// The mailer goes first: it works the store's outbox.
+	mailErr := a.cleanupEmail()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return releaseSharedState(ctx, a.state)
+	return errors.Join(mailErr, releaseSharedState(ctx, a.state))
 }
 
 // Interface guards

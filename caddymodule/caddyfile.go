@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"strconv"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -86,10 +87,198 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			} else {
 				a.MaxRequestBody = n
 			}
+		case "email":
+			if err := a.parseEmail(d); err != nil {
+				return err
+			}
+		case "templates":
+			if err := a.parseTemplates(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("llm_spend: unrecognized option '%s'", opt)
 		}
 	}
+	return nil
+}
+
+// oneArg reads exactly one argument for the current sub-option.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+// optArg reads zero or one argument: an empty environment variable leaves
+// none, which means "not set here".
+func optArg(d *caddyfile.Dispenser) (string, error) {
+	args := d.RemainingArgs()
+	if len(args) > 1 {
+		return "", d.ArgErr()
+	}
+	if len(args) == 0 {
+		return "", nil
+	}
+	return args[0], nil
+}
+
+// parseEmail parses
+//
+//	email [smtp|resend|sendgrid|log] {
+//	    from          <address>
+//	    smtp_host     <host>
+//	    smtp_port     <port>
+//	    smtp_tls      True|False
+//	    smtp_username <user>
+//	    smtp_password <password>
+//	    api_key       <Resend or SendGrid key>
+//	    base_url      <Resend or SendGrid API base URL>
+//	    workers       <n>
+//	    queue_len     <n>
+//	    max_attempts  <n>
+//	    base_backoff  <duration>
+//	    drain_timeout <duration>
+//	}
+func (a *App) parseEmail(d *caddyfile.Dispenser) error {
+	e := new(EmailConfig)
+	args := d.RemainingArgs()
+	switch len(args) {
+	case 0:
+	case 1:
+		switch args[0] {
+		case "smtp", "resend", "sendgrid", "log":
+			e.Backend = args[0]
+		default:
+			return d.Errf("llm_spend: email backend must be smtp, resend, sendgrid or log, got %q", args[0])
+		}
+	default:
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "from":
+			e.From, err = optArg(d)
+		case "smtp_host":
+			e.SMTPHost, err = optArg(d)
+		case "smtp_tls":
+			e.SMTPTLS, err = optArg(d)
+		case "smtp_username":
+			e.SMTPUsername, err = optArg(d)
+		case "smtp_password":
+			e.SMTPPassword, err = optArg(d)
+		case "api_key":
+			e.APIKey, err = optArg(d)
+		case "base_url":
+			e.BaseURL, err = optArg(d)
+		case "smtp_port", "workers", "queue_len", "max_attempts":
+			var v string
+			if v, err = oneArg(d); err != nil {
+				return err
+			}
+			n, perr := strconv.Atoi(v)
+			if perr != nil || n <= 0 || (opt == "smtp_port" && n > 65535) {
+				return d.Errf("llm_spend: email %s must be a positive integer, got %q", opt, v)
+			}
+			switch opt {
+			case "smtp_port":
+				e.SMTPPort = n
+			case "workers":
+				e.Workers = n
+			case "queue_len":
+				e.QueueLen = n
+			case "max_attempts":
+				e.MaxAttempts = n
+			}
+		case "base_backoff", "drain_timeout":
+			var v string
+			if v, err = oneArg(d); err != nil {
+				return err
+			}
+			dur, perr := caddy.ParseDuration(v)
+			if perr != nil || dur <= 0 {
+				return d.Errf("llm_spend: email %s must be a positive duration, got %q", opt, v)
+			}
+			if opt == "base_backoff" {
+				e.BaseBackoff = caddy.Duration(dur)
+			} else {
+				e.DrainTimeout = caddy.Duration(dur)
+			}
+		default:
+			return d.Errf("llm_spend: unrecognized email option '%s'", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	a.Email = e
+	return nil
+}
+
+// parseTemplates parses
+//
+//	templates {
+//	    dir                 <folder of overrides>
+//	    logo_url            <url>
+//	    support_contact     <address or url>
+//	    signature           <html>
+//	    company_name        <name>
+//	    base_url            <PROXY_BASE_URL>
+//	    include_api_key     true|false
+//	    subject_invitation  <subject>
+//	    subject_key_created <subject>
+//	    subject_key_rotated <subject>
+//	}
+func (a *App) parseTemplates(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	t := new(TemplateConfig)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		v, err := optArg(d)
+		if err != nil {
+			return err
+		}
+		switch opt {
+		case "dir":
+			t.Dir = v
+		case "logo_url":
+			t.LogoURL = v
+		case "support_contact":
+			t.SupportContact = v
+		case "signature":
+			t.Signature = v
+		case "company_name":
+			t.CompanyName = v
+		case "base_url":
+			t.BaseURL = v
+		case "subject_invitation":
+			t.SubjectInvitation = v
+		case "subject_key_created":
+			t.SubjectKeyCreated = v
+		case "subject_key_rotated":
+			t.SubjectKeyRotated = v
+		case "include_api_key":
+			if v == "" {
+				continue
+			}
+			b, perr := strconv.ParseBool(v)
+			if perr != nil {
+				return d.Errf("llm_spend: templates include_api_key must be true or false, got %q", v)
+			}
+			t.IncludeAPIKey = &b
+		default:
+			return d.Errf("llm_spend: unrecognized templates option '%s'", opt)
+		}
+	}
+	a.Templates = t
 	return nil
 }
 
