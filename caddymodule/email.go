@@ -67,7 +67,9 @@ type TemplateConfig struct {
 
 // expand resolves Caddy's global placeholders ({env.X}, ...) but leaves
 // unknown ones alone: email subjects use {event_message} and {company_name}.
-func expand(repl *caddy.Replacer, s string) string { return strings.TrimSpace(repl.ReplaceKnown(s, "")) }
+func expand(repl *caddy.Replacer, s string) string {
+	return strings.TrimSpace(repl.ReplaceKnown(s, ""))
+}
 
 // mailerConfig merges the environment with the Caddyfile (the Caddyfile wins).
 func (a *App) mailerConfig(getenv func(string) string) mailer.Config {
