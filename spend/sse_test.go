@@ -290,6 +290,22 @@ func FuzzStreamMeter(f *testing.F) {
 		if strip && len(out) > len(in) {
 			t.Fatal("output longer than input")
 		}
+		// Chunking never changes the result: split vs whole input.
+		feed := func(step int) ([]byte, Usage) {
+			m := NewStreamMeter(Format(fm%5+1), strip, 10)
+			var out []byte
+			emit := func(ev []byte) error { out = append(out, ev...); return nil }
+			for i := 0; i < len(in); i += step {
+				m.Write(in[i:min(i+step, len(in))], emit)
+			}
+			m.Finish(emit)
+			return out, m.Result()
+		}
+		o1, u1 := feed(st)
+		o2, u2 := feed(len(in) + 1)
+		if !bytes.Equal(o1, o2) || u1 != u2 {
+			t.Fatalf("split %d vs whole differ:\n%q %+v\n%q %+v", st, o1, u1, o2, u2)
+		}
 	})
 }
 
