@@ -16,7 +16,6 @@ import (
 type respInfo struct {
 	status     int
 	retryAfter string
-	header     http.Header
 	body       bytes.Buffer // first maxErrBody bytes
 }
 
@@ -41,7 +40,6 @@ func (t captureTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ri, ok := req.Context().Value(respInfoKey{}).(*respInfo); ok {
 		ri.status = resp.StatusCode
 		ri.retryAfter = resp.Header.Get("Retry-After")
-		ri.header = resp.Header.Clone()
 		ri.body.Reset()
 		resp.Body = teeBody{Reader: io.TeeReader(resp.Body, &limitedWriter{w: &ri.body, n: maxErrBody}), Closer: resp.Body}
 	}

@@ -299,3 +299,19 @@ func TestPoolSMTPPermanentFailure(t *testing.T) {
 		t.Errorf("metrics %v", met.n)
 	}
 }
+
+func TestSMTPOpportunistic(t *testing.T) {
+	withTLS := smtptest.Start(t, smtptest.Options{StartTLS: true})
+	s := smtpSenderFor(t, withTLS, func(c *SMTPConfig) { c.TLS = TLSOpportunistic; c.TLSConfig = withTLS.ClientTLSConfig() })
+	if _, err := sendOne(t, s, testMessage(1)); err != nil {
+		t.Fatal(err)
+	}
+	if m := withTLS.Messages(); len(m) != 1 || !m[0].TLS {
+		t.Fatalf("opportunistic did not use offered STARTTLS: %+v", m)
+	}
+	plain := smtptest.Start(t, smtptest.Options{})
+	s2 := smtpSenderFor(t, plain, func(c *SMTPConfig) { c.TLS = TLSOpportunistic })
+	if _, err := sendOne(t, s2, testMessage(1)); err != nil || plain.Count() != 1 {
+		t.Fatalf("opportunistic without STARTTLS: %v", err)
+	}
+}
