@@ -52,7 +52,7 @@ func NewSendGridSender(cfg SendGridConfig, from string) (*SendGridSender, error)
 func (s *SendGridSender) Name() string { return BackendSendGrid }
 func (s *SendGridSender) From() string { return s.from }
 
-// Body builds the v3 mail/send payload: one personalization with every
+// body builds the v3 mail/send payload: one personalization with every
 // recipient, content text/plain then text/html (the order SendGrid requires).
 func (s *SendGridSender) body(env *Envelope) ([]byte, error) {
 	fa, err := ParseAddress("SENDGRID_SENDER_EMAIL", s.from)
