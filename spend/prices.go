@@ -21,6 +21,9 @@ type Price struct {
 	Output     money.Pico // output_cost_per_token
 	CacheRead  money.Pico // cache_read_input_token_cost (0: charged at Input)
 	CacheWrite money.Pico // cache_creation_input_token_cost (0: charged at Input)
+	// CacheWrite1h is cache_creation_input_token_cost_above_1hr, the
+	// Anthropic 1-hour-TTL cache write (0: charged at CacheWrite).
+	CacheWrite1h money.Pico
 	// MaxOutputTokens is max_output_tokens (or max_tokens) from the table,
 	// 0 when unknown; EstimateCost uses it when a request sets no limit.
 	MaxOutputTokens int64
@@ -131,6 +134,7 @@ type priceEntry struct {
 	Output          *json.Number    `json:"output_cost_per_token"`
 	CacheRead       *json.Number    `json:"cache_read_input_token_cost"`
 	CacheWrite      *json.Number    `json:"cache_creation_input_token_cost"`
+	CacheWrite1h    *json.Number    `json:"cache_creation_input_token_cost_above_1hr"`
 	MaxTokens       json.RawMessage `json:"max_tokens"`
 	MaxOutputTokens json.RawMessage `json:"max_output_tokens"`
 }
@@ -172,6 +176,7 @@ func LoadPrices(r io.Reader) (map[string]Price, error) {
 			{"output_cost_per_token", e.Output, &p.Output},
 			{"cache_read_input_token_cost", e.CacheRead, &p.CacheRead},
 			{"cache_creation_input_token_cost", e.CacheWrite, &p.CacheWrite},
+			{"cache_creation_input_token_cost_above_1hr", e.CacheWrite1h, &p.CacheWrite1h},
 		} {
 			if f.n == nil {
 				continue
@@ -302,7 +307,7 @@ const DefaultOutputEstimate = 4096
 // max_tokens (or min(model limit, DefaultOutputEstimate) when unset) at
 // the output rate. Embeddings have no output.
 func EstimateCost(f Format, p Price, info RequestInfo) money.Pico {
-	in := max(p.Input, p.CacheWrite)
+	in := max(p.Input, p.CacheWrite, p.CacheWrite1h)
 	c := mulSat(info.PromptEstimate, in)
 	if f == OpenAIEmbeddings {
 		return c
@@ -319,30 +324,40 @@ func EstimateCost(f Format, p Price, info RequestInfo) money.Pico {
 
 // Cost prices a request exactly, in integer pico-USD (saturating at the
 // int64 maximum instead of overflowing). Cached tokens are charged once, at
-// the cache rate:
-//   - OpenAI formats: (InputTokens - CachedInputTokens) x Input
-//   - CachedInputTokens x CacheRead (Input when CacheRead is 0)
-//   - OutputTokens x Output. Reasoning tokens are already inside
-//     OutputTokens and are not added again.
-//   - AnthropicMessages: InputTokens x Input + CachedInputTokens x CacheRead
-//   - CacheCreationTokens x CacheWrite (each at Input when its price is 0)
-//   - OutputTokens x Output.
+// the cache rate.
+//
+// OpenAI formats (reasoning tokens are already inside OutputTokens and are
+// not added again; CacheRead 0 means the input rate):
+//
+//	(InputTokens-CachedInputTokens)*Input + CachedInputTokens*CacheRead + OutputTokens*Output
+//
+// AnthropicMessages (CacheRead and CacheWrite 0 mean the input rate,
+// CacheWrite1h 0 means CacheWrite):
+//
+//	InputTokens*Input + CachedInputTokens*CacheRead
+//	+ (CacheCreationTokens-CacheCreation1hTokens)*CacheWrite + CacheCreation1hTokens*CacheWrite1h
+//	+ OutputTokens*Output
 //
 // Negative counts are treated as 0.
 func Cost(f Format, p Price, u Usage) money.Pico {
 	in, cached, created, out := max(u.InputTokens, 0), max(u.CachedInputTokens, 0), max(u.CacheCreationTokens, 0), max(u.OutputTokens, 0)
-	read, write := p.CacheRead, p.CacheWrite
+	read, write, write1h := p.CacheRead, p.CacheWrite, p.CacheWrite1h
 	if read == 0 {
 		read = p.Input
 	}
 	if write == 0 {
 		write = p.Input
 	}
+	if write1h == 0 {
+		write1h = write
+	}
 	var c money.Pico
 	if f == AnthropicMessages {
+		long := min(max(u.CacheCreation1hTokens, 0), created)
 		c = mulSat(in, p.Input)
 		c = addSat(c, mulSat(cached, read))
-		c = addSat(c, mulSat(created, write))
+		c = addSat(c, mulSat(created-long, write))
+		c = addSat(c, mulSat(long, write1h))
 	} else {
 		cached = min(cached, in)
 		c = mulSat(in-cached, p.Input)

@@ -68,6 +68,20 @@ func NewStreamMeter(f Format, strip bool, promptEstimate int64) *StreamMeter {
 	}
 }
 
+// Reset readies m for another response, keeping its buffers (meters can
+// be pooled). Buffers that grew past 64 KiB for a huge event are dropped.
+func (m *StreamMeter) Reset(f Format, strip bool, promptEstimate int64) {
+	buf, scratch := m.buf[:0], m.scratch[:0]
+	if cap(buf) > 64<<10 {
+		buf = nil
+	}
+	if cap(scratch) > 64<<10 {
+		scratch = nil
+	}
+	*m = *NewStreamMeter(f, strip, promptEstimate)
+	m.buf, m.scratch = buf, scratch
+}
+
 // Write consumes the next upstream bytes and calls emit for each complete
 // event, in order, with its raw bytes including the terminating blank line.
 // The slice passed to emit is only valid during the call. The first error
@@ -332,6 +346,9 @@ func (m *StreamMeter) inspect(ev []byte) (drop bool) {
 				}
 				if u.CacheCreationTokens > 0 {
 					m.usage.CacheCreationTokens = u.CacheCreationTokens
+				}
+				if u.CacheCreation1hTokens > 0 {
+					m.usage.CacheCreation1hTokens = u.CacheCreation1hTokens
 				}
 				if !m.sawStart && m.usage.InputTokens == 0 {
 					m.usage.InputTokens = m.promptEst

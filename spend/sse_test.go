@@ -21,7 +21,7 @@ var openAIStreamBody = `data: {"id":"chatcmpl-1","object":"chat.completion.chunk
 var openAIStream = openAIStreamBody + openAIUsageEvent + "data: [DONE]\n\n"
 
 const anthropicStream = `event: message_start
-data: {"type":"message_start","message":{"id":"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-20250514","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"output_tokens":1}}}
+data: {"type":"message_start","message":{"id":"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-20250514","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"cache_creation":{"ephemeral_5m_input_tokens":60,"ephemeral_1h_input_tokens":40},"output_tokens":1}}}
 
 event: content_block_start
 data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
@@ -110,7 +110,7 @@ func TestStreamMeterFormats(t *testing.T) {
 		want Usage
 	}{
 		{"openai", OpenAIChat, openAIStream, Usage{Model: "gpt-4o-mini-2024-07-18", InputTokens: 1000, CachedInputTokens: 200, OutputTokens: 500}},
-		{"anthropic", AnthropicMessages, anthropicStream, Usage{Model: "claude-sonnet-4-20250514", InputTokens: 25, CacheCreationTokens: 100, CachedInputTokens: 2000, OutputTokens: 15}},
+		{"anthropic", AnthropicMessages, anthropicStream, Usage{Model: "claude-sonnet-4-20250514", InputTokens: 25, CacheCreationTokens: 100, CacheCreation1hTokens: 40, CachedInputTokens: 2000, OutputTokens: 15}},
 		{"responses", OpenAIResponses, responsesStream, Usage{Model: "gpt-4.1-2025-04-14", InputTokens: 37, CachedInputTokens: 16, OutputTokens: 11, ReasoningTokens: 4}},
 	}
 	r := rand.New(rand.NewPCG(1, 2))
@@ -323,7 +323,7 @@ func BenchmarkStreamMeter100Events(b *testing.B) {
 	emit := func([]byte) error { return nil }
 	m := NewStreamMeter(OpenAIChat, true, 0)
 	for b.Loop() {
-		*m = StreamMeter{f: OpenAIChat, strip: true, maxEvent: MaxEventSize, atLineStart: true, buf: m.buf[:0], model: m.model}
+		m.Reset(OpenAIChat, true, 0)
 		for i := 0; i < len(in); i += 1500 {
 			m.Write(in[i:min(i+1500, len(in))], emit)
 		}

@@ -84,6 +84,9 @@ func FormatForPath(path string) (Format, bool) {
 //   - AnthropicMessages: InputTokens EXCLUDES cache reads and writes;
 //     CachedInputTokens is cache_read_input_tokens and CacheCreationTokens
 //     is cache_creation_input_tokens, both charged on top.
+//     CacheCreation1hTokens is the part of CacheCreationTokens written with
+//     the 1-hour TTL (cache_creation.ephemeral_1h_input_tokens), which
+//     Anthropic charges at a higher rate; 0 for every OpenAI format.
 //
 // Estimated is true when the numbers were reconstructed from a stream that
 // ended before its usage event (prompt estimate + counted output).
@@ -92,9 +95,11 @@ type Usage struct {
 	InputTokens         int64
 	CachedInputTokens   int64
 	CacheCreationTokens int64
-	OutputTokens        int64
-	ReasoningTokens     int64
-	Estimated           bool
+	// CacheCreation1hTokens is included in CacheCreationTokens.
+	CacheCreation1hTokens int64
+	OutputTokens          int64
+	ReasoningTokens       int64
+	Estimated             bool
 }
 
 // TotalInputTokens returns every prompt token the request consumed,
@@ -148,7 +153,7 @@ func ExtractJSON(f Format, body []byte) (Usage, bool) {
 // usage consumes a usage value into u's token fields (resetting them first:
 // the last "usage" member wins) and reports whether it was an object.
 func (s *scanner) usage(f Format, u *Usage) bool {
-	u.InputTokens, u.CachedInputTokens, u.CacheCreationTokens, u.OutputTokens, u.ReasoningTokens = 0, 0, 0, 0, 0
+	u.InputTokens, u.CachedInputTokens, u.CacheCreationTokens, u.CacheCreation1hTokens, u.OutputTokens, u.ReasoningTokens = 0, 0, 0, 0, 0, 0
 	if !s.open() {
 		return false
 	}
@@ -169,6 +174,8 @@ func (s *scanner) usage(f Format, u *Usage) bool {
 				u.CachedInputTokens = s.int()
 			case "cache_creation_input_tokens":
 				u.CacheCreationTokens = s.int()
+			case "cache_creation":
+				u.CacheCreation1hTokens = s.detail("ephemeral_1h_input_tokens")
 			default:
 				s.skip()
 			}

@@ -47,7 +47,7 @@ const chatBody = `{
 
 const responsesBody = `{"id":"resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b","object":"response","created_at":1741476542,"status":"completed","error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,"model":"o4-mini-2025-04-16","output":[{"type":"reasoning","id":"rs_1","summary":[]},{"type":"message","id":"msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b","status":"completed","role":"assistant","content":[{"type":"output_text","text":"In a peaceful grove beneath a silver moon, a unicorn named Lumina discovered a hidden pool.","annotations":[]}]}],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":"medium","summary":null},"store":true,"temperature":1.0,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{"input_tokens":1536,"input_tokens_details":{"cached_tokens":1024},"output_tokens":870,"output_tokens_details":{"reasoning_tokens":768},"total_tokens":2406},"user":null,"metadata":{}}`
 
-const anthropicBody = `{"id":"msg_013Zva2CMHLNnXjNJJKqJ2EF","type":"message","role":"assistant","model":"claude-3-5-haiku-20241022","content":[{"type":"text","text":"Hi! My name is Claude."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2095,"output_tokens":503,"cache_creation_input_tokens":2051,"cache_read_input_tokens":1800,"service_tier":"standard"}}`
+const anthropicBody = `{"id":"msg_013Zva2CMHLNnXjNJJKqJ2EF","type":"message","role":"assistant","model":"claude-3-5-haiku-20241022","content":[{"type":"text","text":"Hi! My name is Claude."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2095,"output_tokens":503,"cache_creation_input_tokens":2051,"cache_read_input_tokens":1800,"cache_creation":{"ephemeral_5m_input_tokens":2000,"ephemeral_1h_input_tokens":51},"service_tier":"standard"}}`
 
 const embeddingsBody = `{"object":"list","data":[{"object":"embedding","embedding":[0.0023064255,-0.009327292,-0.0028842222],"index":0}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}`
 
@@ -63,7 +63,7 @@ func TestExtractJSON(t *testing.T) {
 	}{
 		{"chat cached+reasoning", OpenAIChat, chatBody, Usage{Model: "gpt-4o-mini-2024-07-18", InputTokens: 1000, CachedInputTokens: 200, OutputTokens: 500, ReasoningTokens: 64}, true},
 		{"responses", OpenAIResponses, responsesBody, Usage{Model: "o4-mini-2025-04-16", InputTokens: 1536, CachedInputTokens: 1024, OutputTokens: 870, ReasoningTokens: 768}, true},
-		{"anthropic", AnthropicMessages, anthropicBody, Usage{Model: "claude-3-5-haiku-20241022", InputTokens: 2095, CachedInputTokens: 1800, CacheCreationTokens: 2051, OutputTokens: 503}, true},
+		{"anthropic", AnthropicMessages, anthropicBody, Usage{Model: "claude-3-5-haiku-20241022", InputTokens: 2095, CachedInputTokens: 1800, CacheCreationTokens: 2051, CacheCreation1hTokens: 51, OutputTokens: 503}, true},
 		{"embeddings", OpenAIEmbeddings, embeddingsBody, Usage{Model: "text-embedding-3-small", InputTokens: 8}, true},
 		{"completions", OpenAICompletions, completionsBody, Usage{Model: "gpt-3.5-turbo-instruct", InputTokens: 5, OutputTokens: 7}, true},
 		{"no usage", OpenAIChat, `{"model":"gpt-4o","choices":[]}`, Usage{}, false},
@@ -143,6 +143,7 @@ func oracleUsage(f Format, body []byte) (Usage, bool) {
 		u.OutputTokens = count(um, "output_tokens")
 		u.CachedInputTokens = count(um, "cache_read_input_tokens")
 		u.CacheCreationTokens = count(um, "cache_creation_input_tokens")
+		u.CacheCreation1hTokens = count(sub("cache_creation"), "ephemeral_1h_input_tokens")
 	case OpenAIResponses:
 		u.InputTokens = count(um, "input_tokens")
 		u.OutputTokens = count(um, "output_tokens")
