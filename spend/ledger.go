@@ -15,17 +15,17 @@ import (
 	"github.com/llmspend/llmspend/store"
 )
 
-// SpendWriter is where the ledger writes behind (store.Spend satisfies it).
+// Writer is where the ledger writes behind (store.Spend satisfies it).
 // ApplySpend must apply a batch atomically (one transaction): on error the
 // ledger assumes nothing was applied and sends the same amounts again.
-type SpendWriter interface {
+type Writer interface {
 	ApplySpend(ctx context.Context, b store.SpendBatch) error
 }
 
 // LedgerConfig configures a Ledger. Only Writer is needed in production.
 type LedgerConfig struct {
 	// Writer receives the write-behind batches; nil keeps spend in memory only.
-	Writer SpendWriter
+	Writer Writer
 	// Sink receives budget crossings; nil drops them.
 	Sink CrossingSink
 	// FlushInterval is how often the batch is written (default 1s).
