@@ -501,9 +501,10 @@ func TestLedgerCloseFlushes(t *testing.T) {
 	l := NewLedger(LedgerConfig{Writer: fs, FlushInterval: 10 * time.Millisecond})
 	r, _ := l.Reserve("k", "u", 0)
 	l.Commit(r, 42, "m", 1, 1)
-	time.Sleep(50 * time.Millisecond) // the background flush runs
-	if fs.get("key", "k") != 42 {
-		t.Fatalf("background flush did not run")
+	for deadline := time.Now().Add(5 * time.Second); fs.get("key", "k") != 42; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("background flush did not run")
+		}
 	}
 	r, _ = l.Reserve("k", "u", 0)
 	l.Commit(r, 8, "m", 1, 1)

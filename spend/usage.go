@@ -9,7 +9,8 @@
 //	f, _ := spend.FormatForPath(r.URL.Path)
 //	info, err := spend.InspectRequest(f, body)          // 400 on err
 //	res, berr := ledger.Reserve(keyID, userID, spend.EstimateCost(f, price, info)) // 429 on berr
-//	... proxy; for JSON: u, ok := spend.ExtractJSON(f, respBody)
+//	... proxy; on a non-2xx answer: ledger.Release(res) (not billed)
+//	... for JSON: u, ok := spend.ExtractJSON(f, respBody)
 //	... for SSE:  m := spend.NewStreamMeter(f, strip, info.PromptEstimate); m.Write(chunk, emit); m.Finish(emit); u := m.Result()
 //	ledger.Commit(res, spend.Cost(f, price, u), u.Model, u.TotalInputTokens(f), u.OutputTokens)
 package spend
