@@ -1,0 +1,220 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/llmspend/llmspend/money"
+	"github.com/llmspend/llmspend/store"
+)
+
+const keyCols = `id, token, key_name, key_alias, user_id, models, max_budget, soft_budget,
+	budget_duration, budget_reset_at, spend, metadata, expires, blocked, created_at, updated_at, last_used_at`
+
+func scanKey(row pgx.Row) (*store.Key, error) {
+	var (
+		k                    store.Key
+		models, meta         []byte
+		maxB, softB, resetAt *int64
+		expires, lastUsed    *int64
+		spend, cr, updat     int64
+	)
+	if err := row.Scan(&k.ID, &k.Token, &k.KeyName, &k.KeyAlias, &k.UserID, &models, &maxB, &softB,
+		&k.BudgetDuration, &resetAt, &spend, &meta, &expires, &k.Blocked, &cr, &updat, &lastUsed); err != nil {
+		return nil, err
+	}
+	var err error
+	if k.Models, err = fromJSONList(models); err != nil {
+		return nil, fmt.Errorf("key %s: models: %w", k.ID, err)
+	}
+	if k.Metadata, err = fromJSONMap(meta); err != nil {
+		return nil, fmt.Errorf("key %s: metadata: %w", k.ID, err)
+	}
+	k.MaxBudget = fromNullPico(maxB)
+	k.SoftBudget = fromNullPico(softB)
+	k.BudgetResetAt = fromNullNanos(resetAt)
+	k.Spend = money.Pico(spend)
+	k.Expires = fromNullNanos(expires)
+	k.CreatedAt = fromNanos(cr)
+	k.UpdatedAt = fromNanos(updat)
+	k.LastUsedAt = fromNullNanos(lastUsed)
+	return &k, nil
+}
+
+// CreateKey inserts k, filling CreatedAt and UpdatedAt when zero.
+// store.ErrConflict on a duplicate ID, Token or non-empty KeyAlias.
+func (s *Store) CreateKey(ctx context.Context, k *store.Key) error {
+	if k.ID == "" || k.Token == "" {
+		return errors.New("postgres: create key: empty id or token")
+	}
+	models, err := jsonList(k.Models)
+	if err != nil {
+		return wrap(err, "create key %s: models", k.ID)
+	}
+	meta, err := jsonMap(k.Metadata)
+	if err != nil {
+		return wrap(err, "create key %s: metadata", k.ID)
+	}
+	now := time.Now().UTC()
+	if k.CreatedAt.IsZero() {
+		k.CreatedAt = now
+	}
+	if k.UpdatedAt.IsZero() {
+		k.UpdatedAt = k.CreatedAt
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO keys (`+keyCols+`)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+		k.ID, k.Token, k.KeyName, k.KeyAlias, k.UserID, models, ppico(k.MaxBudget), ppico(k.SoftBudget),
+		k.BudgetDuration, ptime(k.BudgetResetAt), int64(k.Spend), meta, ptime(k.Expires), k.Blocked,
+		nanos(k.CreatedAt), nanos(k.UpdatedAt), ptime(k.LastUsedAt))
+	return wrap(err, "create key %s", k.ID)
+}
+
+// GetKeyByToken returns the key whose current token is token.
+func (s *Store) GetKeyByToken(ctx context.Context, token string) (*store.Key, error) {
+	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM keys WHERE token = $1`, token))
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The token itself stays out of errors and logs.
+		return nil, notFound("key by token")
+	}
+	if err != nil {
+		return nil, wrap(err, "get key by token")
+	}
+	return k, nil
+}
+
+// GetKey returns the key with this ID.
+func (s *Store) GetKey(ctx context.Context, id string) (*store.Key, error) {
+	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM keys WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("key %s", id)
+	}
+	if err != nil {
+		return nil, wrap(err, "get key %s", id)
+	}
+	return k, nil
+}
+
+// ListKeys lists the keys of userID, or all keys when userID is "", oldest first.
+func (s *Store) ListKeys(ctx context.Context, userID string) ([]store.Key, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+keyCols+` FROM keys
+	WHERE $1 = '' OR user_id = $1 ORDER BY created_at, id COLLATE "C"`, userID)
+	if err != nil {
+		return nil, wrap(err, "list keys")
+	}
+	defer rows.Close()
+	var out []store.Key
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, wrap(err, "list keys")
+		}
+		out = append(out, *k)
+	}
+	return out, wrap(rows.Err(), "list keys")
+}
+
+// UpdateKey replaces every field but ID, Token, KeyName, Spend,
+// BudgetResetAt, CreatedAt and LastUsedAt. A zero UpdatedAt is set to now.
+func (s *Store) UpdateKey(ctx context.Context, k *store.Key) error {
+	models, err := jsonList(k.Models)
+	if err != nil {
+		return wrap(err, "update key %s: models", k.ID)
+	}
+	meta, err := jsonMap(k.Metadata)
+	if err != nil {
+		return wrap(err, "update key %s: metadata", k.ID)
+	}
+	if k.UpdatedAt.IsZero() {
+		k.UpdatedAt = time.Now().UTC()
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE keys SET key_alias = $1, user_id = $2, models = $3,
+	max_budget = $4, soft_budget = $5, budget_duration = $6, metadata = $7, expires = $8, blocked = $9,
+	updated_at = $10 WHERE id = $11`,
+		k.KeyAlias, k.UserID, models, ppico(k.MaxBudget), ppico(k.SoftBudget), k.BudgetDuration, meta,
+		ptime(k.Expires), k.Blocked, nanos(k.UpdatedAt), k.ID)
+	if err != nil {
+		return wrap(err, "update key %s", k.ID)
+	}
+	if tag.RowsAffected() == 0 {
+		return notFound("update key %s", k.ID)
+	}
+	return nil
+}
+
+// RegenerateKey swaps the token of key id in one statement and returns the
+// key as it now is. store.ErrConflict if newToken belongs to another key.
+func (s *Store) RegenerateKey(ctx context.Context, id, newToken, newKeyName string) (*store.Key, error) {
+	if newToken == "" {
+		return nil, fmt.Errorf("postgres: regenerate key %s: empty token", id)
+	}
+	k, err := scanKey(s.pool.QueryRow(ctx, `UPDATE keys SET token = $1, key_name = $2, updated_at = $3
+	WHERE id = $4 RETURNING `+keyCols,
+		newToken, newKeyName, time.Now().UnixNano(), id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("regenerate key %s", id)
+	}
+	if err != nil {
+		return nil, wrap(err, "regenerate key %s", id)
+	}
+	return k, nil
+}
+
+// DeleteKeys deletes keys by ID in one statement and returns how many
+// existed. Their daily history stays (spend reports outlive keys). The
+// rows are locked in byte order of ID (COLLATE "C"), the order ApplySpend
+// uses, so a delete and a concurrent flush cannot deadlock.
+func (s *Store) DeleteKeys(ctx context.Context, ids []string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	sorted := slices.Clone(ids)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	var n int64
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM keys WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR UPDATE`, sorted); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM keys WHERE id = ANY($1)`, sorted)
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, wrap(err, "delete keys")
+	}
+	return int(n), nil
+}
+
+// TouchKeys records last-used times in one statement. A time never moves
+// last_used_at backwards (instances flush out of order), and unknown keys
+// are skipped: they may have been deleted since the request.
+func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error {
+	if len(lastUsed) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(lastUsed))
+	for id := range lastUsed {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ats := make([]int64, len(ids))
+	for i, id := range ids {
+		ats[i] = nanos(lastUsed[id])
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM keys WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR UPDATE`, ids); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE keys SET last_used_at = t.at
+		FROM unnest($1::text[], $2::bigint[]) AS t(id, at)
+		WHERE keys.id = t.id AND (keys.last_used_at IS NULL OR keys.last_used_at < t.at)`, ids, ats)
+		return err
+	})
+	return wrap(err, "touch keys")
+}
