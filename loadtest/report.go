@@ -76,7 +76,7 @@ func ratio(b, a float64) float64 {
 
 // Machine describes where the numbers were taken.
 type Machine struct {
-	NumCPU, GOMAXPROCS int
+	NumCPU, GOMAXPROCS  int
 	GoVersion, OS, Arch string
 }
 

@@ -14,9 +14,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/llmspend/llmspend/fakeupstream"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"github.com/tsenart/vegeta/v12/lib/plot"
+
+	"github.com/llmspend/llmspend/fakeupstream"
 )
 
 // Workload names, for Config.Workloads.
@@ -277,7 +278,6 @@ func (e *Env) Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.evaluate()
 	return rep, nil
 }
-
 
 // cappedPacer stops an attack after max hits, whatever the base pacer says:
 // every vegeta loop is bounded in count as well as in time.
