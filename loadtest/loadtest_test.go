@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/llmspend/llmspend/fakeupstream"
 )
 
 func TestMain(m *testing.M) {
@@ -190,5 +192,35 @@ func TestLong(t *testing.T) {
 	t.Logf("\n%s", table.String())
 	if n := rep.Errors(); n != 0 {
 		t.Fatalf("%d requests failed", n)
+	}
+}
+
+// TestStreamsNotHeldBack: through either site, a stream's first event
+// reaches the client long before the stream ends. A gateway that holds
+// the stream (a response wrapper that can't flush through Caddy's
+// writers) delivers everything at the end and fails here.
+func TestStreamsNotHeldBack(t *testing.T) {
+	env, err := Start(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	env.Upstream.Set(func(s *fakeupstream.Server) {
+		s.Chunks = 4
+		s.ChunkDelay = 40 * time.Millisecond // the stream lasts >= 6 x 40 ms
+	})
+	c := newClient()
+	defer c.CloseIdleConnections()
+	for _, site := range []struct{ name, url string }{{"A plain", env.PlainURL}, {"B llm_spend", env.GatewayURL}} {
+		ttfb, full, msg := streamOnce(context.Background(), c, site.url+chatPath, chatBody(true), requestHeader(env.Key))
+		if msg != "" {
+			t.Fatalf("%s: %s", site.name, msg)
+		}
+		if full < 200*time.Millisecond {
+			t.Fatalf("%s: stream took %v, the upstream should make it last >= 240ms", site.name, full)
+		}
+		if ttfb > full/2 {
+			t.Errorf("%s: first byte after %v of a %v stream: the stream is held back, not forwarded event by event", site.name, ttfb, full)
+		}
 	}
 }
