@@ -64,8 +64,13 @@ var _ store.Store = (*Store)(nil)
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		// pgx errors can echo the DSN, password included: keep it out.
-		return nil, errors.New("postgres: invalid DSN (check its syntax; the DSN is not shown because it may hold a password)")
+		// pgx's message quotes the DSN with the password redacted only on a
+		// best-effort basis: report the underlying cause alone.
+		msg := "postgres: invalid DSN (not shown: it may hold a password)"
+		if cause := errors.Unwrap(err); cause != nil {
+			msg += ": " + cause.Error()
+		}
+		return nil, errors.New(msg)
 	}
 	schema, err := firstSchema(cfg.ConnConfig.RuntimeParams["search_path"])
 	if err != nil {
