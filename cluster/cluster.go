@@ -34,8 +34,8 @@
 // # How the ledger should use it
 //
 //  1. Batch. Collect every request's cost into per-entity deltas in memory
-//     and call Add every N ms (say 10 to 50) from one goroutine: one round
-//     trip per batch, none on the request path. Add returns the new
+//     and call AddRetry every N ms (say 10 to 50) from one goroutine: one
+//     round trip per batch, none on the request path. It returns the new
 //     shared totals of every counter in the batch; set each account's
 //     shared spend to that total (it includes other instances' spend).
 //     Accounts this instance has not charged in a while are refreshed with
@@ -46,31 +46,36 @@
 //  3. Seed on load. When the ledger loads an account from the store, call
 //     Seed with the stored spend: it only writes when Redis has no counter
 //     (first instance to use it, or Redis lost its data), so concurrent
-//     loads are harmless. Add reports counters it had to create from zero
-//     (Created); Raise them at once to the stored spend plus this
-//     instance's unflushed deltas.
-//  4. Fall back. When Add, Get or Raise returns an error, keep serving on
-//     local counters (last shared total + local deltas), log once, and keep
-//     the failed batch's deltas to send again: Add is idempotent per call
-//     (see below), but a batch that failed may or may not have been
-//     applied, so re-send it with AddRetry and the same batch ID rather
-//     than merging it into the next one. Poll Ping every second or so;
-//     when it answers, re-send, then reconcile.
+//     loads are harmless. AddRetry reports counters it had to create from
+//     zero (Created: a first use nobody seeded, a new budget window, or a
+//     Redis that lost its data); Raise them at once to the stored spend
+//     plus this instance's unflushed deltas.
+//  4. Fall back. Send each batch with AddRetry under an ID from
+//     NewBatchID, and keep ID and deltas together until a call succeeds:
+//     a batch whose call failed may or may not have been applied, and
+//     re-sending it under the same ID applies it at most once, whereas
+//     merging it into the next batch could count it twice. While Redis
+//     errors, keep serving on local counters (last shared total + local
+//     deltas), log once, and keep retrying the held batch on each tick
+//     (or poll Ping); when it succeeds, reconcile.
 //  5. Reconcile on reconnect and every minute or so: for each account
 //     held, Raise its counter to (durable spend read from the store now +
 //     this instance's deltas not yet in the store). Raise only ever moves
-//     a counter up, and every instance's floor is below the true total, so
+//     a counter up, and every instance's floor is at most the true total, so
 //     concurrent reconciles cannot overshoot; once traffic pauses and all
 //     instances have flushed, the store holds the true total and a Raise
 //     makes the counter exact.
 //
-// Overspend bound while Redis is unavailable: each instance enforces
-// budgets with its own spend plus the last shared total it saw, so the
-// cluster can overspend a budget by up to (instances - 1) times what one
-// instance spends on that entity during the outage. After Redis loses its
-// data, counters are rebuilt from the store, which lags by the write-behind
-// buffers: until the next reconcile they may read low by up to one flush
-// interval of cluster spend per entity.
+// Overspend bound. With Redis up, an instance sees the others' spend one
+// batch interval late, so a budget can be overshot by about one interval
+// of the other instances' spend on that entity. While Redis is
+// unavailable each instance enforces budgets on the last shared total it
+// saw plus its own spend, so each may spend what was left of the budget
+// when Redis went away: the overshoot is at most (instances - 1) times
+// that remainder. After Redis loses its data, counters are rebuilt from
+// the store, which lags by the write-behind buffers: until the next
+// reconcile they may read low by up to one flush interval of cluster
+// spend per entity.
 //
 // # Batches are idempotent
 //
@@ -89,8 +94,8 @@
 // milliseconds. Pub/sub is fire-and-forget: messages published while a
 // subscriber is disconnected are lost, so Subscribe also calls onGap after
 // each reconnection, and the gateway must then drop its whole key cache
-// (or reload it). go-redis pings the connection every few seconds and
-// reconnects by itself.
+// (or reload it). The subscription pings Redis every second when idle and
+// go-redis reconnects by itself.
 package cluster
 
 import (
@@ -250,9 +255,9 @@ func NewBatchID() string {
 
 // Add adds deltas to the shared counters in one round trip (one script
 // call) and returns the new totals. Deltas of the same counter are summed
-// first; a zero sum still reads the total. On error the batch may or may
-// not have been applied: re-send it with AddRetry under the same ID, not
-// with Add, which would count it twice if it had been.
+// first; a zero sum still reads the total. Add picks a fresh batch ID, so
+// after an error the caller cannot tell whether the batch landed: the
+// ledger should use AddRetry, which it can safely repeat.
 func (c *Counters) Add(ctx context.Context, deltas []store.SpendDelta) (AddResult, error) {
 	return c.AddRetry(ctx, NewBatchID(), deltas)
 }
