@@ -115,7 +115,20 @@ func (h *AdminHandler) liveliness(w http.ResponseWriter, _ *http.Request) {
 // liveSpend returns an entity's current spend and reset time. The store's
 // value is the durable record; the ledger (when present) is fresher.
 func (h *AdminHandler) liveSpend(kind, id string, stored money.Pico, resetAt *time.Time) (money.Pico, *time.Time) {
+	if snap, ok := h.state.ledger.Snapshot(kind, id); ok {
+		if snap.ResetAt != nil {
+			resetAt = snap.ResetAt
+		}
+		return snap.Spend, resetAt
+	}
 	return stored, resetAt
+}
+
+// keyChanged publishes a created, updated or regenerated key to the
+// request path: the key cache and the ledger's budget configuration.
+func (h *AdminHandler) keyChanged(k *store.Key) {
+	h.state.keys.put(*k)
+	h.state.ledger.Upsert(accountOfKey(k))
 }
 
 // newPlainKey returns "sk-" + 192 random bits, URL-safe.
@@ -261,7 +274,7 @@ func (h *AdminHandler) keyGenerate(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, h, err)
 		return
 	}
-	h.state.keys.put(*k)
+	h.keyChanged(k)
 	resp := generateKeyResponse{Key: plain, keyInfo: h.keyInfoOf(k), TokenID: k.Token, SendInviteEmail: req.SendInviteEmail}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -317,7 +330,7 @@ func (h *AdminHandler) keyRegenerate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The old token stops resolving at once: put replaces it by ID.
-	h.state.keys.put(*k)
+	h.keyChanged(k)
 	writeJSON(w, http.StatusOK, generateKeyResponse{Key: plain, keyInfo: h.keyInfoOf(k), TokenID: k.Token})
 }
 
@@ -435,7 +448,7 @@ func (h *AdminHandler) keyUpdate(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, h, err)
 		return
 	}
-	h.state.keys.put(*fresh)
+	h.keyChanged(fresh)
 	writeJSON(w, http.StatusOK, h.keyInfoOf(fresh))
 }
 
@@ -472,6 +485,7 @@ func (h *AdminHandler) keyDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, id := range ids {
 		h.state.keys.remove(id)
+		h.state.ledger.Remove(store.KindKey, id)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"deleted_keys": req.Keys})
 }
@@ -616,6 +630,7 @@ func (h *AdminHandler) userNew(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, h, err)
 		return
 	}
+	h.state.ledger.Upsert(accountOfUser(u))
 	resp := map[string]any{
 		"user_id":           u.UserID,
 		"user_email":        strPtr(u.UserEmail),
@@ -636,7 +651,7 @@ func (h *AdminHandler) userNew(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, h, err)
 			return
 		}
-		h.state.keys.put(*k)
+		h.keyChanged(k)
 		resp["key"] = plain
 		resp["token"] = k.Token
 		resp["key_name"] = k.KeyName

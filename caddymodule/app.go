@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llmspend/llmspend/mailer"
+	"github.com/llmspend/llmspend/spend"
 	"github.com/llmspend/llmspend/templates"
 )
 
@@ -42,6 +43,14 @@ type App struct {
 	// find the model. Default: 32 MiB.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
+	// PricesFile is a price table in LiteLLM's
+	// model_prices_and_context_window.json format; its entries extend or
+	// replace the embedded table.
+	PricesFile string `json:"prices_file,omitempty"`
+
+	// Prices sets per-model prices (USD per 1M tokens), over the table.
+	Prices map[string]PriceConfig `json:"prices,omitempty"`
+
 	// Email configures the email backend and delivery pool.
 	Email *EmailConfig `json:"email,omitempty"`
 
@@ -50,6 +59,7 @@ type App struct {
 
 	state      *sharedState
 	logger     *zap.Logger
+	prices     *spend.PriceTable
 	renderer   *templates.Renderer
 	mailConfig mailer.Config
 	mail       *mailerEntry
@@ -80,6 +90,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.MaxRequestBody <= 0 {
 		a.MaxRequestBody = defaultMaxRequestBody
 	}
+	prices, err := a.buildPrices()
+	if err != nil {
+		return fmt.Errorf("llm_spend: %w", err)
+	}
+	a.prices = prices
 	if a.Store == "" {
 		a.Store = filepath.Join(caddy.AppDataDir(), "llmspend", "llmspend.db")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/spend"
 	"github.com/llmspend/llmspend/store"
 )
@@ -138,9 +140,91 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			fmt.Sprintf("key not allowed to access model. This key can only access models=%v. Tried to access %s", ck.key.Models, info.Model), "model")
 		return nil
 	}
+	return h.meter(w, r, next, ck, format, info, body)
+}
+
+// meter reserves budget, proxies while metering the response, and charges
+// the ledger with the exact cost (nothing for an upstream error).
+func (h *Handler) meter(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ck *cachedKey, format spend.Format, info spend.RequestInfo, body []byte) error {
+	price, known := h.app.prices.Lookup(info.Model)
+	if !known && info.Model != "" {
+		warnUnknownModel(h.logger, info.Model)
+	}
+	res, berr := h.state.ledger.Reserve(ck.key.ID, ck.key.UserID, spend.EstimateCost(format, price, info))
+	if berr != nil {
+		writeError(w, http.StatusTooManyRequests, errBudget, budgetMessage(ck, berr), "")
+		return nil
+	}
+
+	strip := false
+	if info.Stream {
+		// Usage is read from the stream as it passes; a compressed stream
+		// could not be read without holding it back.
+		r.Header.Del("Accept-Encoding")
+		if (format == spend.OpenAIChat || format == spend.OpenAICompletions) && !info.IncludeUsage {
+			if injected, ok := spend.InjectIncludeUsage(body); ok {
+				body, strip = injected, true
+			}
+		}
+	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
-	return next.ServeHTTP(w, r)
+	if r.Header.Get("Content-Length") != "" {
+		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+
+	mw := newMeteringWriter(w, format, strip, info.PromptEstimate)
+	defer mw.release()
+	err := next.ServeHTTP(mw, r)
+
+	var cost money.Pico
+	var model string
+	usage, ok := mw.finish(func(u spend.Usage) string {
+		cost, model = h.price(u, info.Model, price, known, format)
+		return cost.String()
+	})
+	// An upstream error is not billed. A stream the client abandoned is
+	// (err may be set then): the upstream produced it.
+	if !ok || mw.status < 200 || mw.status > 299 {
+		h.state.ledger.Release(res)
+		return err
+	}
+	if mw.mode == modeSSE {
+		cost, model = h.price(usage, info.Model, price, known, format)
+	}
+	h.state.ledger.Commit(res, cost, model, usage.TotalInputTokens(format), usage.OutputTokens)
+	return err
+}
+
+// price prices usage, preferring the model the upstream reports (it may be
+// a dated version with its own price) over the requested one.
+func (h *Handler) price(u spend.Usage, reqModel string, reqPrice spend.Price, reqKnown bool, f spend.Format) (money.Pico, string) {
+	model, p := reqModel, reqPrice
+	if u.Model != "" && u.Model != reqModel {
+		if rp, ok := h.app.prices.Lookup(u.Model); ok {
+			model, p, reqKnown = u.Model, rp, true
+		}
+	}
+	if !reqKnown {
+		return 0, model
+	}
+	return spend.Cost(f, p, u), model
+}
+
+// budgetMessage is LiteLLM's budget_exceeded message.
+func budgetMessage(ck *cachedKey, e *spend.BudgetError) string {
+	who := ck.key.KeyAlias
+	if who == "" {
+		who = ck.key.UserID
+	}
+	msg := "Budget has been exceeded! Key=" + who + " (" + ck.key.KeyName + ") Current cost: " + e.Spend.String() + ", Max budget: " + e.MaxBudget.String()
+	if e.Kind == store.KindUser {
+		msg += " (budget of user " + e.ID + ")"
+	}
+	if !e.Exhausted {
+		msg += " (requests in flight reserve the rest of the budget; retry shortly)"
+	}
+	return msg
 }
 
 // redactKey shows a key the way LiteLLM does in messages: sk-...last4.

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/llmspend/llmspend/spend"
 	"github.com/llmspend/llmspend/store"
 	"github.com/llmspend/llmspend/store/sqlite"
 )
@@ -29,6 +31,8 @@ type sharedState struct {
 	key    stateConfig
 	store  store.Store
 	keys   *keyCache
+	ledger *spend.Ledger
+	sink   *sinkSwitch
 	logger *zap.Logger
 }
 
@@ -56,10 +60,20 @@ func openSharedState(cfg stateConfig, logger *zap.Logger) (*sharedState, error) 
 	if err != nil {
 		return nil, fmt.Errorf("opening store: %w", err)
 	}
-	s := &sharedState{key: cfg, store: st, keys: newKeyCache(st), logger: logger}
+	s := &sharedState{key: cfg, store: st, keys: newKeyCache(st), sink: new(sinkSwitch), logger: logger}
 	if err := s.keys.load(context.Background()); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("loading keys: %w", err)
+	}
+	s.ledger = spend.NewLedger(spend.LedgerConfig{
+		Writer: st,
+		Sink:   s.sink,
+		Logger: logger.Named("ledger"),
+	})
+	if err := loadAccounts(context.Background(), st, s.ledger); err != nil {
+		_ = s.ledger.Close(context.Background())
+		_ = st.Close()
+		return nil, fmt.Errorf("loading spend: %w", err)
 	}
 	return s, nil
 }
@@ -70,8 +84,15 @@ func releaseSharedState(_ context.Context, s *sharedState) error {
 }
 
 // Destruct runs when the last config using this state is unloaded.
+// It flushes the ledger's pending spend before closing the store.
 func (s *sharedState) Destruct() error {
-	return s.store.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	flushErr := s.ledger.Close(ctx)
+	if flushErr != nil {
+		s.logger.Error("flushing spend at shutdown", zap.Error(flushErr))
+	}
+	return errors.Join(flushErr, s.store.Close())
 }
 
 var _ caddy.Destructor = (*sharedState)(nil)
