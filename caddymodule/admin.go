@@ -72,6 +72,8 @@ func (h *AdminHandler) Provision(ctx caddy.Context) error {
 	mux.Handle("POST /email/outbox/{id}/retry", h.guard(h.emailRetry))
 	mux.Handle("POST /email/test", h.guard(h.emailTest))
 	mux.Handle("GET /email/preview/{template}", h.guard(h.emailPreview))
+	h.registerInvitationRoutes(mux)
+	h.registerUIRoutes(mux)
 	h.mux = mux
 	return nil
 }
@@ -89,6 +91,11 @@ func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 // so the key's length doesn't leak either).
 func (h *AdminHandler) guard(f http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A signed-in web UI session (cookie + CSRF token) counts as the master key.
+		if h.uiSessionOK(r) {
+			f(w, r)
+			return
+		}
 		master := h.app.MasterKey
 		if master == "" {
 			writeError(w, http.StatusUnauthorized, errAuth, "Admin API disabled: MASTER_KEY is not set. Set master_key in the llm_spend global options (Caddyfile.example reads the MASTER_KEY environment variable).", "")
@@ -208,6 +215,9 @@ func (h *AdminHandler) buildKey(req *generateKeyRequest, now time.Time) (*store.
 		CreatedAt: now,
 		UpdatedAt: now,
 	}
+	if err := validateKeyMetadata(req.Metadata); err != nil {
+		return nil, "", err
+	}
 	if req.KeyAlias != nil {
 		k.KeyAlias = *req.KeyAlias
 	}
@@ -276,6 +286,7 @@ func (h *AdminHandler) keyGenerate(w http.ResponseWriter, r *http.Request) {
 	}
 	h.keyChanged(k)
 	resp := generateKeyResponse{Key: plain, keyInfo: h.keyInfoOf(k), TokenID: k.Token, SendInviteEmail: req.SendInviteEmail}
+	resp.Warnings = h.notifyKeyCreated(r.Context(), k, plain, req.SendInviteEmail)
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -331,7 +342,9 @@ func (h *AdminHandler) keyRegenerate(w http.ResponseWriter, r *http.Request) {
 	}
 	// The old token stops resolving at once: put replaces it by ID.
 	h.keyChanged(k)
-	writeJSON(w, http.StatusOK, generateKeyResponse{Key: plain, keyInfo: h.keyInfoOf(k), TokenID: k.Token})
+	resp := generateKeyResponse{Key: plain, keyInfo: h.keyInfoOf(k), TokenID: k.Token}
+	resp.Warnings = h.notifyKeyRotated(r.Context(), k, plain)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (h *AdminHandler) keyInfo(w http.ResponseWriter, r *http.Request) {
@@ -368,6 +381,9 @@ func (h *AdminHandler) applyKeyUpdate(k *store.Key, req *updateKeyRequest, now t
 		k.Models = req.Models.V
 	}
 	if req.Metadata.Set {
+		if err := validateKeyMetadata(req.Metadata.V); err != nil {
+			return err
+		}
 		k.Metadata = req.Metadata.V
 	}
 	if req.Blocked.Set {
@@ -657,6 +673,9 @@ func (h *AdminHandler) userNew(w http.ResponseWriter, r *http.Request) {
 		resp["key_name"] = k.KeyName
 		resp["key_alias"] = strPtr(k.KeyAlias)
 		resp["expires"] = k.Expires
+	}
+	if warnings := h.notifyUserCreated(r.Context(), u, k, plain, req.SendInviteEmail); len(warnings) > 0 {
+		resp["warnings"] = warnings
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -57,6 +57,13 @@ type App struct {
 	// Templates customises the emails.
 	Templates *TemplateConfig `json:"templates,omitempty"`
 
+	// Alerts configures budget alerts.
+	Alerts *AlertsConfig `json:"alerts,omitempty"`
+
+	// Redis is a redis:// URL: spend counters shared by several gateway
+	// instances (with a postgres:// store).
+	Redis string `json:"redis,omitempty"`
+
 	state      *sharedState
 	logger     *zap.Logger
 	prices     *spend.PriceTable
@@ -107,6 +114,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.provisionEmail(os.Getenv); err != nil {
 		return fmt.Errorf("llm_spend: %w", err)
 	}
+	if err := a.provisionAlerts(); err != nil {
+		return fmt.Errorf("llm_spend: %w", err)
+	}
 	if a.MasterKey == "" {
 		a.logger.Warn("MASTER_KEY is not set: the admin API refuses every request until it is")
 	}
@@ -134,8 +144,9 @@ func (a *App) Cleanup() error {
 	if a.state == nil {
 		return nil
 	}
-	// The mailer goes first: it works the store's outbox.
-	mailErr := a.cleanupEmail()
+	// Alerts and the mailer go first: they work the store's outbox.
+	alertErr := a.cleanupAlerts()
+	mailErr := errors.Join(alertErr, a.cleanupEmail())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return errors.Join(mailErr, releaseSharedState(ctx, a.state))

@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/llmspend/llmspend/spend"
 )
 
 func init() {
@@ -48,7 +50,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		opt := d.Val()
-		if seen[opt] {
+		if seen[opt] && opt != "price" {
 			return d.Errf("llm_spend: %s already specified", opt)
 		}
 		seen[opt] = true
@@ -95,6 +97,26 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := a.parseTemplates(d); err != nil {
 				return err
 			}
+		case "alerts":
+			if err := a.parseAlerts(d); err != nil {
+				return err
+			}
+		case "redis":
+			v, err := optArg(d)
+			if err != nil {
+				return err
+			}
+			a.Redis = v
+		case "prices_file":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			a.PricesFile = v
+		case "price":
+			if err := a.parsePrice(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("llm_spend: unrecognized option '%s'", opt)
 		}
@@ -125,6 +147,55 @@ func optArg(d *caddyfile.Dispenser) (string, error) {
 		return "", nil
 	}
 	return args[0], nil
+}
+
+// parsePrice parses one model's price in USD per 1M tokens:
+//
+//	price <model> {
+//	    input       <usd per 1M>
+//	    output      <usd per 1M>
+//	    cache_read  <usd per 1M>
+//	    cache_write <usd per 1M>
+//	}
+func (a *App) parsePrice(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	model := d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if _, dup := a.Prices[model]; dup {
+		return d.Errf("llm_spend: price for %q already specified", model)
+	}
+	var pc PriceConfig
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		field := d.Val()
+		v, err := oneArg(d)
+		if err != nil {
+			return err
+		}
+		if _, perr := spend.PerMillion(v); perr != nil {
+			return d.Errf("llm_spend: price %s %s: %v", model, field, perr)
+		}
+		switch field {
+		case "input":
+			pc.Input = v
+		case "output":
+			pc.Output = v
+		case "cache_read":
+			pc.CacheRead = v
+		case "cache_write":
+			pc.CacheWrite = v
+		default:
+			return d.Errf("llm_spend: unrecognized price field '%s' (input, output, cache_read, cache_write)", field)
+		}
+	}
+	if a.Prices == nil {
+		a.Prices = map[string]PriceConfig{}
+	}
+	a.Prices[model] = pc
+	return nil
 }
 
 // parseEmail parses

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 
 	"github.com/llmspend/llmspend/fakeupstream"
 	"github.com/llmspend/llmspend/money"
@@ -349,5 +352,43 @@ func TestUserBudgetStopsAllItsKeys(t *testing.T) {
 	json.Unmarshal(b, &keys)
 	if len(keys) != 2 || keys[0]["spend"].(float64)+keys[1]["spend"].(float64) != (per*2).USD() {
 		t.Fatalf("key spends: %v", keys)
+	}
+}
+
+func TestCustomPricesAndUnknownModel(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/prices.json"
+	if err := os.WriteFile(file, []byte(`{"house-model": {"input_cost_per_token": 2e-06, "output_cost_per_token": 4e-06, "litellm_provider": "openai", "mode": "chat"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t, "prices_file "+file+"\n\t\tprice my-model {\n\t\t\tinput 1\n\t\t\toutput 2.5\n\t\t}\n\t\tprice gpt-4o-mini {\n\t\t\tinput 0.30\n\t\t\toutput 1.20\n\t\t}")
+	key := g.newKey(nil)
+	cases := []struct {
+		model string
+		want  money.Pico
+	}{
+		{"my-model", 23*1_000_000 + 41*2_500_000},
+		{"house-model", 23*2_000_000 + 41*4_000_000},
+		{"gpt-4o-mini", 23*300_000 + 41*1_200_000}, // the Caddyfile replaces the table's price
+		{"no-such-model", 0},                         // served, spend 0
+	}
+	var total money.Pico
+	for _, c := range cases {
+		r := g.chat(key, c.model)
+		if r.Status != 200 {
+			t.Fatalf("%s: %d", c.model, r.Status)
+		}
+		if got := r.Header.Get("x-litellm-response-cost"); got != c.want.String() {
+			t.Errorf("%s: cost header %q, want %q", c.model, got, c.want.String())
+		}
+		total += c.want
+	}
+	if got := g.keySpend(key); got != total.USD() {
+		t.Fatalf("spend %v, want %v", got, total.USD())
+	}
+	// A bad price is a Caddyfile error with its line.
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte("{\n\tllm_spend {\n\t\tprice m {\n\t\t\tinput cheap\n\t\t}\n\t}\n}\n:4000\n"), map[string]any{"filename": "Caddyfile"})
+	if err == nil || !strings.Contains(err.Error(), "Caddyfile:4") {
+		t.Fatalf("bad price: %v", err)
 	}
 }
