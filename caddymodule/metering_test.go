@@ -370,7 +370,7 @@ func TestCustomPricesAndUnknownModel(t *testing.T) {
 		{"my-model", 23*1_000_000 + 41*2_500_000},
 		{"house-model", 23*2_000_000 + 41*4_000_000},
 		{"gpt-4o-mini", 23*300_000 + 41*1_200_000}, // the Caddyfile replaces the table's price
-		{"no-such-model", 0},                         // served, spend 0
+		{"no-such-model", 0},                       // served, spend 0
 	}
 	var total money.Pico
 	for _, c := range cases {
