@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -83,9 +84,10 @@ type Machine struct {
 // Check is a target and whether the run met it.
 type Check struct {
 	Name     string
-	Measured string
+	Measured string // the median over rounds
 	Target   string // empty: informational
 	Met      bool
+	Spread   string // interquartile range of the per-round values
 }
 
 // Report is the outcome of Run.
@@ -145,7 +147,7 @@ func (r *Report) pairs() []*Pair {
 
 func (r *Report) evaluate() {
 	add := func(name, measured, target string, met bool) {
-		r.Checks = append(r.Checks, Check{name, measured, target, met})
+		r.Checks = append(r.Checks, Check{Name: name, Measured: measured, Target: target, Met: met, Spread: r.spread(name)})
 	}
 	if p := r.Fixed; p != nil {
 		add(fmt.Sprintf("fixed rate held (A, B of %d/s)", r.Config.Rate),
@@ -234,7 +236,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "comparison\tmeasured\ttarget\tresult\tper round\t")
+	fmt.Fprintln(tw, "comparison\tmedian\ttarget\tresult\trounds IQR\tper round\t")
 	for _, ch := range r.Checks {
 		res := "-"
 		if ch.Target != "" {
@@ -247,7 +249,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if target == "" {
 			target = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", ch.Name, ch.Measured, target, res, r.perRound(ch.Name))
+		spread := ch.Spread
+		if spread == "" {
+			spread = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", ch.Name, ch.Measured, target, res, spread, r.perRound(ch.Name))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -284,37 +290,64 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return nil
 }
 
-// perRound shows the per-round values behind a comparison.
-func (r *Report) perRound(check string) string {
+// roundValues returns the per-round values behind a comparison, as
+// numbers (nanoseconds or ratios) and formatted.
+func (r *Report) roundValues(check string) ([]float64, func(float64) string) {
 	var p *Pair
-	var f func(RoundDelta) string
-	ms := func(d time.Duration) string { return signed(d) }
+	var pick func(RoundDelta) float64
+	ns := func(v float64) string { return signed(time.Duration(v)) }
+	r2 := func(v float64) string { return fmt.Sprintf("%.2f", v) }
+	r3 := func(v float64) string { return fmt.Sprintf("%.3f", v) }
+	format := ns
 	switch check {
 	case "added latency p50 (B-A)":
-		p, f = r.Fixed, func(d RoundDelta) string { return ms(d.P50) }
+		p, pick = r.Fixed, func(d RoundDelta) float64 { return float64(d.P50) }
 	case "added latency p90 (B-A)":
-		p, f = r.Fixed, func(d RoundDelta) string { return ms(d.P90) }
+		p, pick = r.Fixed, func(d RoundDelta) float64 { return float64(d.P90) }
 	case "added latency p99 (B-A)":
-		p, f = r.Fixed, func(d RoundDelta) string { return ms(d.P99) }
+		p, pick = r.Fixed, func(d RoundDelta) float64 { return float64(d.P99) }
 	case "saturation throughput B/A":
-		p, f = r.Saturation, func(d RoundDelta) string { return fmt.Sprintf("%.2f", d.RPSRatio) }
+		p, pick, format = r.Saturation, func(d RoundDelta) float64 { return d.RPSRatio }, r2
 	case "saturation added p50 (B-A)":
-		p, f = r.Saturation, func(d RoundDelta) string { return ms(d.P50) }
+		p, pick = r.Saturation, func(d RoundDelta) float64 { return float64(d.P50) }
 	case "stream TTFB p50 B/A":
-		p, f = r.Stream, func(d RoundDelta) string { return fmt.Sprintf("%.3f", d.P50Ratio) }
+		p, pick, format = r.Stream, func(d RoundDelta) float64 { return d.P50Ratio }, r3
 	case "stream TTFB p99 B/A":
-		p, f = r.Stream, func(d RoundDelta) string { return fmt.Sprintf("%.3f", d.P99Ratio) }
+		p, pick, format = r.Stream, func(d RoundDelta) float64 { return d.P99Ratio }, r3
 	case "stream TTFB added p50 (B-A)":
-		p, f = r.Stream, func(d RoundDelta) string { return ms(d.P50) }
+		p, pick = r.Stream, func(d RoundDelta) float64 { return float64(d.P50) }
 	}
 	if p == nil {
-		return ""
+		return nil, nil
 	}
-	parts := make([]string, len(p.Rounds))
+	v := make([]float64, len(p.Rounds))
 	for i, d := range p.Rounds {
-		parts[i] = f(d)
+		v[i] = pick(d)
+	}
+	return v, format
+}
+
+// perRound shows the per-round values behind a comparison, in run order.
+func (r *Report) perRound(check string) string {
+	v, f := r.roundValues(check)
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = f(x)
 	}
 	return strings.Join(parts, " ")
+}
+
+// spread is the interquartile range of the per-round values: how far
+// the rounds disagree, i.e. how much to trust the median.
+func (r *Report) spread(check string) string {
+	v, f := r.roundValues(check)
+	if len(v) < 2 {
+		return ""
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	q := func(p float64) float64 { return v[int(math.Round(p*float64(len(v)-1)))] }
+	return f(q(0.25)) + ".." + f(q(0.75))
 }
 
 // WriteHTML writes a self-contained HTML page: the tables, a bar chart of
@@ -408,7 +441,7 @@ func barChart(p *Pair) template.HTML {
 var htmlTemplate = template.Must(template.New("report").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>llmspend-bench</title>
 <style>body{font-family:sans-serif;margin:2em;max-width:70em}pre{background:#f6f6f6;padding:1em;overflow:auto}
-iframe{width:100%;height:480px;border:1px solid #ccc}.charts{display:flex;flex-wrap:wrap;gap:1em}</style></head>
+iframe{width:100%;height:760px;border:1px solid #ccc}.charts{display:flex;flex-wrap:wrap;gap:1em}</style></head>
 <body>
 <h1>llmspend-bench</h1>
 <p>A is Caddy's reverse_proxy; B is the same site with llm_spend in front of reverse_proxy. Same upstream, same process, alternating rounds.</p>

@@ -33,6 +33,10 @@ type Config struct {
 	Workloads []string // subset of Fixed, Saturation, Streaming; empty = all
 	Rounds    int      // rounds per workload; each round runs A then B
 	Warmup    time.Duration
+	// Mirror runs every second round B then A (AB BA AB ...), so that
+	// whatever favours the first (or second) run of a round falls on
+	// both targets equally.
+	Mirror bool
 
 	// Fixed: non-streaming chat completions at Rate per second for
 	// Duration per round.
@@ -231,7 +235,7 @@ func (e *Env) Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, wl := range wls {
 		var pl *plot.Plot
 		if cfg.Plots {
-			pl = plot.New(plot.Title(wl.title+": latency per request (ms)"), plot.Downsample(4000), plot.Label(func(*vegeta.Result) string { return "" }))
+			pl = plot.New(plot.Title(wl.title+": latency per request (ms)"), plot.Downsample(600), plot.Label(func(*vegeta.Result) string { return "" }))
 		}
 		if cfg.Warmup > 0 {
 			for _, t := range []target{a, b} {
@@ -241,7 +245,11 @@ func (e *Env) Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		var ra, rb []round
 		for i := 1; i <= cfg.Rounds; i++ {
-			for _, t := range []target{a, b} {
+			order := []target{a, b}
+			if cfg.Mirror && i%2 == 0 {
+				order = []target{b, a}
+			}
+			for _, t := range order {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}

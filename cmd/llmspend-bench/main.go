@@ -35,6 +35,7 @@ func run() error {
 	d := loadtest.Defaults()
 	workloads := flag.String("workloads", strings.Join(d.Workloads, ","), "comma-separated workloads: fixed, saturation, stream")
 	rounds := flag.Int("rounds", d.Rounds, "rounds per workload; each round runs A then B")
+	mirror := flag.Bool("mirror", d.Mirror, "run every second round B then A (AB BA ...) to cancel order effects")
 	warmup := flag.Duration("warmup", d.Warmup, "unmeasured warm-up per workload and target (0 = none)")
 	rate := flag.Int("rate", d.Rate, "fixed workload: requests per second")
 	duration := flag.Duration("duration", d.Duration, "fixed workload: duration of a round")
@@ -60,6 +61,7 @@ func run() error {
 	cfg := loadtest.Config{
 		Workloads:         strings.Split(*workloads, ","),
 		Rounds:            *rounds,
+		Mirror:            *mirror,
 		Warmup:            *warmup,
 		Rate:              *rate,
 		Duration:          *duration,
