@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -130,5 +132,35 @@ func TestMalformedAndOversizedGatewayBody(t *testing.T) {
 	}
 	if n := len(g.upstream.Received()); n != 0 {
 		t.Fatalf("bad requests reached upstream %d times", n)
+	}
+}
+
+// With the access log of Caddyfile.example, neither header style leaves the
+// virtual key in a log line, and the handler's own logs never hold it.
+func TestVirtualKeyNeverLogged(t *testing.T) {
+	g := newGateway(t, "")
+	key := g.newKey(map[string]any{"key_alias": "logged"})
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	cf := strings.Replace(g.caddyfile(), "\thandle /v1/* {", "\tlog {\n\t\toutput file "+logFile+"\n\t\tformat filter {\n\t\t\trequest>headers>X-Api-Key replace REDACTED\n\t\t}\n\t}\n\thandle /v1/* {", 1)
+	cf = strings.Replace(cf, "level ERROR", "level DEBUG", 1)
+	g.loadText(cf)
+	if r := g.chat(key, "gpt-4o-mini"); r.Status != 200 {
+		t.Fatal(r.Status)
+	}
+	g.do("POST", "/v1/messages", map[string]string{"x-api-key": key}, `{"model":"claude-3-5-haiku-20241022","max_tokens":5,"messages":[]}`)
+	g.do("POST", "/v1/messages", map[string]string{"x-api-key": key + "x"}, `{}`) // an unknown key is logged redacted too
+	waitUntil(t, func() bool {
+		b, _ := os.ReadFile(logFile)
+		return strings.Count(string(b), "\n") >= 3
+	})
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), key[3:]) {
+		t.Fatalf("virtual key in the access log:\n%s", b)
+	}
+	if !strings.Contains(string(b), "REDACTED") {
+		t.Fatalf("access log has no redacted headers:\n%s", b)
 	}
 }
