@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/llmspend/llmspend/spend"
 	"github.com/llmspend/llmspend/store"
 	"github.com/llmspend/llmspend/store/sqlite"
 )
@@ -35,7 +37,10 @@ func benchHandler(b *testing.B) (*Handler, string) {
 	if err := s.keys.load(b.Context()); err != nil {
 		b.Fatal(err)
 	}
-	h := &Handler{app: &App{MaxRequestBody: defaultMaxRequestBody}, state: s, logger: zap.NewNop(), now: time.Now}
+	// Metered paths reserve and commit in the ledger and price the model.
+	s.ledger = spend.NewLedger(spend.LedgerConfig{Writer: st})
+	b.Cleanup(func() { _ = s.ledger.Close(context.Background()) })
+	h := &Handler{app: &App{MaxRequestBody: defaultMaxRequestBody, prices: spend.DefaultPrices()}, state: s, logger: zap.NewNop(), now: time.Now}
 	return h, plain
 }
 
