@@ -198,6 +198,7 @@ func (a *App) provisionEmail(getenv func(string) string) error {
 			MaxAttempts: e.MaxAttempts,
 			BaseBackoff: time.Duration(e.BaseBackoff),
 			Logger:      a.logger.Named("mailer"),
+			Metrics:     gatewayEmailMetrics(),
 		})
 		if err := pool.Start(); err != nil {
 			return nil, err

@@ -53,6 +53,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.app = appIface.(*App)
 	h.state = h.app.state
 	h.now = time.Now
+	// Caddy builds a registry per config load; the collectors are the
+	// same every time, so counts carry across reloads.
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("llm_spend: registering metrics: %w", err)
+	}
 	return nil
 }
 
@@ -83,7 +88,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// gets only the provider key that reverse_proxy's header_up sets.
 	r.Header.Del("Authorization")
 	r.Header.Del("X-Api-Key")
+	m := gwMetrics()
 	if !ok {
+		m.unauthenticatedRequest(http.StatusUnauthorized)
 		writeError(w, http.StatusUnauthorized, errAuth, "Authentication Error, No api key passed in.", "")
 		return nil
 	}
@@ -91,18 +98,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	ck, err := h.state.keys.get(r.Context(), hashKey(plain), now)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
+			m.unauthenticatedRequest(http.StatusUnauthorized)
 			writeError(w, http.StatusUnauthorized, errAuth, "Authentication Error, Invalid proxy server token passed. Received API key = "+redactKey(plain)+".", "")
 			return nil
 		}
 		h.logger.Error("key lookup failed", zap.Error(err))
+		m.unauthenticatedRequest(http.StatusServiceUnavailable)
 		writeError(w, http.StatusServiceUnavailable, errInternal, "key store unavailable", "")
 		return nil
 	}
 	if ck.key.Blocked {
+		m.forKey(ck, "", h.app.prices).request(http.StatusUnauthorized)
 		writeError(w, http.StatusUnauthorized, errAuth, "Authentication Error, Key is blocked. Key="+redactKey(plain), "")
 		return nil
 	}
 	if ck.expires != 0 && now.UnixNano() >= ck.expires {
+		m.forKey(ck, "", h.app.prices).request(http.StatusUnauthorized)
 		writeError(w, http.StatusUnauthorized, errAuth, "Authentication Error - Expired Key. Key Expiry time "+ck.key.Expires.UTC().Format(time.RFC3339)+" and current time "+now.UTC().Format(time.RFC3339), "")
 		return nil
 	}
@@ -121,37 +132,43 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}()
 	limit := h.app.MaxRequestBody
 	if _, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1)); err != nil {
+		m.forKey(ck, "", h.app.prices).request(http.StatusBadRequest)
 		writeError(w, http.StatusBadRequest, errInvalid, "could not read request body: "+err.Error(), "")
 		return nil
 	}
 	_ = r.Body.Close()
 	if int64(buf.Len()) > limit {
+		m.forKey(ck, "", h.app.prices).request(http.StatusBadRequest)
 		writeError(w, http.StatusBadRequest, errInvalid, fmt.Sprintf("request body exceeds the limit of %d bytes", limit), "")
 		return nil
 	}
 	body := buf.Bytes()
 	info, err := spend.InspectRequest(format, body)
 	if err != nil {
+		m.forKey(ck, "", h.app.prices).request(http.StatusBadRequest)
 		writeError(w, http.StatusBadRequest, errInvalid, "Invalid JSON request body: "+err.Error(), "")
 		return nil
 	}
+	series := m.forKey(ck, info.Model, h.app.prices)
 	if !ck.allows(info.Model) {
+		series.request(http.StatusForbidden)
 		writeError(w, http.StatusForbidden, errModelDenied,
 			fmt.Sprintf("key not allowed to access model. This key can only access models=%v. Tried to access %s", ck.key.Models, info.Model), "model")
 		return nil
 	}
-	return h.meter(w, r, next, ck, format, info, body)
+	return h.meter(w, r, next, ck, format, info, body, series)
 }
 
 // meter reserves budget, proxies while metering the response, and charges
 // the ledger with the exact cost (nothing for an upstream error).
-func (h *Handler) meter(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ck *cachedKey, format spend.Format, info spend.RequestInfo, body []byte) error {
+func (h *Handler) meter(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ck *cachedKey, format spend.Format, info spend.RequestInfo, body []byte, series *seriesSet) error {
 	price, known := h.app.prices.Lookup(info.Model)
 	if !known && info.Model != "" {
 		warnUnknownModel(h.logger, info.Model)
 	}
 	res, berr := h.state.ledger.Reserve(ck.key.ID, ck.key.UserID, spend.EstimateCost(format, price, info))
 	if berr != nil {
+		series.budgetRejected()
 		writeError(w, http.StatusTooManyRequests, errBudget, budgetMessage(ck, berr), "")
 		return nil
 	}
@@ -185,6 +202,7 @@ func (h *Handler) meter(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	})
 	// An upstream error is not billed. A stream the client abandoned is
 	// (err may be set then): the upstream produced it.
+	series.request(responseStatus(mw.status, err))
 	if !ok || mw.status < 200 || mw.status > 299 {
 		h.state.ledger.Release(res)
 		return err
@@ -192,8 +210,26 @@ func (h *Handler) meter(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if mw.mode == modeSSE {
 		cost, model = h.price(usage, info.Model, price, known, format)
 	}
-	h.state.ledger.Commit(res, cost, model, usage.TotalInputTokens(format), usage.OutputTokens)
+	inTok := usage.TotalInputTokens(format)
+	h.state.ledger.Commit(res, cost, model, inTok, usage.OutputTokens)
+	series.billed(inTok, usage.OutputTokens, cost)
 	return err
+}
+
+// responseStatus is the status the client gets: the upstream's, or, when
+// nothing was written, the one Caddy's error handling will send.
+func responseStatus(written int, err error) int {
+	if written != 0 {
+		return written
+	}
+	if err == nil {
+		return http.StatusOK
+	}
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		return he.StatusCode
+	}
+	return http.StatusBadGateway
 }
 
 // price prices usage, preferring the model the upstream reports (it may be
