@@ -224,3 +224,9 @@ func TestStreamsNotHeldBack(t *testing.T) {
 		}
 	}
 }
+
+func TestUnknownWorkload(t *testing.T) {
+	if _, err := Run(context.Background(), Config{Workloads: []string{"fixed", "nope"}}); err == nil || !strings.Contains(err.Error(), `"nope"`) {
+		t.Fatalf("err = %v, want an unknown-workload error", err)
+	}
+}

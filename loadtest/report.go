@@ -198,8 +198,12 @@ func mib(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
 func (r *Report) WriteTable(w io.Writer) error {
 	c := r.Config
 	m := r.Machine
-	fmt.Fprintf(w, "llmspend-bench: nproc=%d GOMAXPROCS=%d %s %s/%s, %d rounds per workload (A then B), one process\n",
-		m.NumCPU, m.GOMAXPROCS, m.GoVersion, m.OS, m.Arch, c.Rounds)
+	order := "A then B"
+	if c.Mirror {
+		order = "AB, BA alternating"
+	}
+	fmt.Fprintf(w, "llmspend-bench: nproc=%d GOMAXPROCS=%d %s %s/%s, %d rounds per workload (%s), one process\n",
+		m.NumCPU, m.GOMAXPROCS, m.GoVersion, m.OS, m.Arch, c.Rounds, order)
 	fmt.Fprintf(w, "A = Caddy reverse_proxy; B = llm_spend + reverse_proxy (same routes, same upstream)\n")
 	if r.Noise.OtherCPUs >= 0 {
 		fmt.Fprintf(w, "machine during the run: this process %.2f CPUs, other processes %.2f CPUs, load average %.2f\n",

@@ -127,6 +127,15 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+func (c Config) validate() error {
+	for _, w := range c.Workloads {
+		if w != Fixed && w != Saturation && w != Streaming {
+			return fmt.Errorf("unknown workload %q (want %s, %s or %s)", w, Fixed, Saturation, Streaming)
+		}
+	}
+	return nil
+}
+
 func (c Config) has(w string) bool { return slices.Contains(c.Workloads, w) }
 
 func (c Config) logf(format string, args ...any) {
@@ -137,11 +146,8 @@ func (c Config) logf(format string, args ...any) {
 
 // Run starts an Env, runs the configured workloads and stops it.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	cfg = cfg.withDefaults()
-	for _, w := range cfg.Workloads {
-		if w != Fixed && w != Saturation && w != Streaming {
-			return nil, fmt.Errorf("unknown workload %q (want %s, %s or %s)", w, Fixed, Saturation, Streaming)
-		}
+	if err := cfg.withDefaults().validate(); err != nil {
+		return nil, err
 	}
 	env, err := Start(ctx, cfg.Dir)
 	if err != nil {
@@ -184,6 +190,9 @@ func newClient() *http.Client {
 // Run runs the configured workloads against e's two sites.
 func (e *Env) Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	rep := newReport(cfg)
 	a := target{name: "A", url: e.PlainURL, client: newClient()}
 	b := target{name: "B", url: e.GatewayURL, client: newClient()}
