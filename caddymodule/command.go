@@ -51,9 +51,12 @@ func cmdPreview(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	printFiles(os.Stdout, files)
+	printFiles(previewOut, files)
 	return 0, nil
 }
+
+// previewOut receives the list of written files (a variable for tests).
+var previewOut io.Writer = os.Stdout
 
 func printFiles(w io.Writer, files []string) {
 	for _, f := range files {
