@@ -38,6 +38,23 @@ type LedgerConfig struct {
 	Now func() time.Time
 	// Logger receives flush failures (default: no logging).
 	Logger *zap.Logger
+
+	// Shared, when set, makes budgets cluster-wide: every instance's spend
+	// is added up in shared counters (Redis; see shared.go). nil: this
+	// ledger sees only its own spend and the store's value at load.
+	Shared SharedCounters
+	// Durable reads every account from the store for reconciliation of
+	// the shared counters; nil reconciles from memory only.
+	Durable DurableReader
+	// SharedInterval is how often deltas are sent to Shared (default 20ms).
+	SharedInterval time.Duration
+	// SharedRefresh is how often every held account's shared total is
+	// re-read (default 1s): accounts this instance does not charge still
+	// see the others' spend.
+	SharedRefresh time.Duration
+	// SharedReconcile is how often the counters are raised to the durable
+	// spend (default 1 minute).
+	SharedReconcile time.Duration
 }
 
 // Account is the budget configuration and stored spend of a key or user,
@@ -152,6 +169,44 @@ type account struct {
 	resets  []store.SpendReset
 	unacked int // resets sent in batches not yet acknowledged
 	daily   map[dayKey]*dailyAgg
+
+	// Shared-counter state (LedgerConfig.Shared), for window cwin.
+	cwin      int64      // unix seconds of window (0: none)
+	hasShared bool       // shared was read from the counters
+	shared    money.Pico // last cluster-wide total seen (ours included)
+	unsent    money.Pico // charged, not yet in a batch
+	sending   money.Pico // in the batch being sent or held for retry
+	gaveUp    money.Pico // in batches given up while the counters were down
+	rdirty    bool       // queued on the ledger's shared-dirty list
+}
+
+// eff is the spend budgets are checked against: with shared counters the
+// cluster-wide total plus what this instance has not sent yet, but never
+// less than what this instance knows by itself (store value at load plus
+// its own charges), which covers counters that lost data. Caller holds mu.
+func (a *account) eff() money.Pico {
+	if !a.hasShared {
+		return a.spend
+	}
+	v := addSat(addSat(addSat(a.shared, a.gaveUp), a.sending), a.unsent)
+	return max(v, a.spend)
+}
+
+// notShared is what the store write-behind must not take yet: amounts not
+// acknowledged by the shared counters. Writing them to the store first
+// would let another instance's reconcile count them from the store and
+// this instance count them again with its next batch. Caller holds mu.
+func (a *account) notShared() money.Pico { return a.unsent + a.sending }
+
+// rekey resets the shared-counter state when the account's window moved
+// (a reset): the new window's counter starts from zero. Caller holds mu.
+func (a *account) rekey() {
+	w := windowSeconds(a.window)
+	if w == a.cwin {
+		return
+	}
+	a.cwin = w
+	a.hasShared, a.shared, a.unsent, a.sending, a.gaveUp = false, 0, 0, 0, 0
 }
 
 // Ledger holds live spend and budgets for every loaded key and user. It is
@@ -176,6 +231,8 @@ type Ledger struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	sh *sharedSync // nil without LedgerConfig.Shared
 }
 
 type pendingBatch struct {
@@ -210,6 +267,10 @@ func NewLedger(cfg LedgerConfig) *Ledger {
 		for i := range l.shards[k] {
 			l.shards[k][i].m = make(map[string]*account)
 		}
+	}
+	if cfg.Shared != nil {
+		l.sh = newSharedSync(l)
+		go l.sh.loop()
 	}
 	go l.loop()
 	return l
@@ -297,13 +358,20 @@ func (l *Ledger) Upsert(in Account) {
 	now := l.now()
 	a := l.getOrCreate(k, in.ID)
 	a.mu.Lock()
-	if !a.seeded {
+	first := !a.seeded
+	if first {
 		a.spend = addSat(max(in.Spend, 0), a.pend)
 		a.seeded = true
 	}
 	if in.ResetAt != nil && (a.window == nil || in.ResetAt.After(*a.window)) {
 		w := *in.ResetAt
 		a.window = &w
+	}
+	a.rekey()
+	if first && l.sh != nil && windowSeconds(in.ResetAt) == a.cwin {
+		// The stored spend is a floor of the cluster total: raise the
+		// counter to it (a no-op unless Redis lost it or nobody seeded it).
+		l.sh.seed(a, max(in.Spend, 0), a.cwin)
 	}
 	a.durStr = in.BudgetDuration
 	a.dur = dur
@@ -461,11 +529,12 @@ func (a *account) admit(estimate money.Pico) *BudgetError {
 	if !a.hasMax {
 		return nil
 	}
-	if a.spend >= a.max {
-		return &BudgetError{Kind: a.kind, ID: a.id, Spend: a.spend, MaxBudget: a.max, Reserved: a.reserved, Exhausted: true}
+	spend := a.eff()
+	if spend >= a.max {
+		return &BudgetError{Kind: a.kind, ID: a.id, Spend: spend, MaxBudget: a.max, Reserved: a.reserved, Exhausted: true}
 	}
-	if a.inflight > 0 && addSat(addSat(a.spend, a.reserved), estimate) > a.max {
-		return &BudgetError{Kind: a.kind, ID: a.id, Spend: a.spend, MaxBudget: a.max, Reserved: a.reserved}
+	if a.inflight > 0 && addSat(addSat(spend, a.reserved), estimate) > a.max {
+		return &BudgetError{Kind: a.kind, ID: a.id, Spend: spend, MaxBudget: a.max, Reserved: a.reserved}
 	}
 	return nil
 }
@@ -563,22 +632,27 @@ func (l *Ledger) Commit(r Reservation, cost money.Pico, model string, inTok, out
 // charge adds cost to spend and returns the crossings it causes (nil, with
 // no allocation, in the common case). Caller holds a.mu.
 func (a *account) charge(l *Ledger, cost money.Pico) []Crossing {
-	old := a.spend
+	old := a.eff()
 	a.spend = addSat(a.spend, cost)
 	a.pend = addSat(a.pend, cost)
 	l.markDirty(a)
-	if a.spend < a.next {
+	if l.sh != nil && cost != 0 {
+		a.unsent = addSat(a.unsent, cost)
+		l.sh.markDirty(a)
+	}
+	cur := a.eff()
+	if cur < a.next {
 		return nil
 	}
-	return a.fire(old)
+	return a.fire(old, cur)
 }
 
-// fire marks every unfired threshold at or below spend as fired and
-// returns their crossings.
-func (a *account) fire(old money.Pico) []Crossing {
+// fire marks every unfired threshold at or below cur (the spend now) as
+// fired and returns their crossings.
+func (a *account) fire(old, cur money.Pico) []Crossing {
 	var cs []Crossing
 	for i, t := range a.thr {
-		if t.amount > a.spend {
+		if t.amount > cur {
 			break
 		}
 		if a.fired&(1<<i) != 0 {
@@ -586,7 +660,7 @@ func (a *account) fire(old money.Pico) []Crossing {
 		}
 		a.fired |= 1 << i
 		c := Crossing{Kind: a.kind, ID: a.id, AlertType: t.alertType, Threshold: t.pct,
-			ThresholdAmount: t.amount, OldSpend: old, NewSpend: a.spend, ResetAt: a.resetAt()}
+			ThresholdAmount: t.amount, OldSpend: old, NewSpend: cur, ResetAt: a.resetAt()}
 		if a.hasMax {
 			m := a.max
 			c.MaxBudget = &m
@@ -630,6 +704,7 @@ func (a *account) maybeReset(l *Ledger, now time.Time) {
 	a.resets = append(a.resets, store.SpendReset{Kind: a.kind, ID: a.id, From: a.window, To: next})
 	a.window = &next
 	a.due.Store(next.UnixNano())
+	a.rekey()
 	a.spend = 0
 	a.fired = 0
 	a.updateNext()
@@ -668,7 +743,7 @@ func (l *Ledger) Snapshot(kind, id string) (Snapshot, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.maybeReset(l, now)
-	s := Snapshot{Spend: a.spend, Reserved: a.reserved, InFlight: int(a.inflight), BudgetDuration: a.durStr}
+	s := Snapshot{Spend: a.eff(), Reserved: a.reserved, InFlight: int(a.inflight), BudgetDuration: a.durStr}
 	if a.hasMax {
 		m := a.max
 		s.MaxBudget = &m
@@ -701,14 +776,22 @@ func (l *Ledger) loop() {
 	}
 }
 
-// Close stops the write-behind goroutine and flushes what is left. The
-// ledger must not be used afterwards.
+// Close stops the write-behind goroutine and flushes what is left (after
+// a last batch to the shared counters). The ledger must not be used
+// afterwards.
 func (l *Ledger) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() { close(l.stop) })
 	select {
 	case <-l.done:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if l.sh != nil {
+		select {
+		case <-l.sh.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return l.Flush(ctx)
 }
@@ -753,7 +836,7 @@ func (l *Ledger) flushOnce(ctx context.Context) (bool, error) {
 		pb = &pendingBatch{acks: make(map[*account]int)}
 	}
 	today := int32(now.Unix() / 86400)
-	var held []*account
+	var held, kept []*account
 	for _, a := range list {
 		a.mu.Lock()
 		a.maybeReset(l, now)
@@ -770,8 +853,17 @@ func (l *Ledger) flushOnce(ctx context.Context) (bool, error) {
 		isHeld := false
 		if a.pend != 0 {
 			if a.unacked == 0 {
-				pb.b.Deltas = append(pb.b.Deltas, store.SpendDelta{Kind: a.kind, ID: a.id, Window: a.window, Amount: a.pend})
-				a.pend = 0
+				// Amounts the shared counters have not acknowledged wait
+				// for the next flush (see account.notShared).
+				amt := a.pend - min(a.notShared(), a.pend)
+				if amt != 0 {
+					pb.b.Deltas = append(pb.b.Deltas, store.SpendDelta{Kind: a.kind, ID: a.id, Window: a.window, Amount: amt})
+					a.pend -= amt
+				}
+				if a.pend != 0 {
+					isHeld = true
+					kept = append(kept, a)
+				}
 			} else {
 				isHeld = true
 				held = append(held, a)
@@ -789,9 +881,10 @@ func (l *Ledger) flushOnce(ctx context.Context) (bool, error) {
 		a.dirty = isHeld // held accounts go back on the list below
 		a.mu.Unlock()
 	}
-	if len(held) > 0 {
+	if len(held)+len(kept) > 0 {
 		l.dirtyMu.Lock()
 		l.dirty = append(l.dirty, held...)
+		l.dirty = append(l.dirty, kept...)
 		l.dirtyMu.Unlock()
 	}
 	compact(&pb.b)
