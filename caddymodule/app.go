@@ -64,6 +64,9 @@ type App struct {
 	// instances (with a postgres:// store).
 	Redis string `json:"redis,omitempty"`
 
+	// RedisOptions tunes the shared counters (prefix, batch interval).
+	RedisOptions *RedisOptions `json:"redis_options,omitempty"`
+
 	state      *sharedState
 	logger     *zap.Logger
 	prices     *spend.PriceTable
@@ -105,7 +108,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.Store == "" {
 		a.Store = filepath.Join(caddy.AppDataDir(), "llmspend", "llmspend.db")
 	}
-	st, err := loadSharedState(stateConfig{store: a.Store}, a.logger)
+	st, err := loadSharedState(a.stateConfig(repl), a.logger)
 	if err != nil {
 		return fmt.Errorf("llm_spend: %w", err)
 	}

@@ -66,12 +66,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.MasterKey = args[0]
 			}
 		case "store":
-			args := d.RemainingArgs()
-			if len(args) > 1 {
-				return d.ArgErr()
-			}
-			if len(args) == 1 {
-				a.Store = args[0]
+			if err := a.parseStore(d); err != nil {
+				return err
 			}
 		case "admin_max_body", "max_request_body":
 			if !d.NextArg() {
@@ -102,11 +98,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "redis":
-			v, err := optArg(d)
-			if err != nil {
+			if err := a.parseRedis(d); err != nil {
 				return err
 			}
-			a.Redis = v
 		case "prices_file":
 			v, err := oneArg(d)
 			if err != nil {

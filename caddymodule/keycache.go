@@ -70,6 +70,12 @@ const negativeTTL = time.Second
 // remembered briefly.
 type keyCache struct {
 	st store.Keys
+	// publish, when set, announces a key changed here to the other
+	// instances (after the store committed it). Set before use.
+	publish func(id string)
+	// onLoad, when set, runs for a key read from the store on a miss
+	// (created on another instance): the ledger learns its budget.
+	onLoad func(ctx context.Context, k *store.Key)
 
 	mu      sync.RWMutex
 	byToken map[[32]byte]*cachedKey
@@ -113,16 +119,34 @@ func (c *keyCache) putLocked(k store.Key) {
 	delete(c.misses, sum)
 }
 
-// put adds or replaces a key (after create, update or regenerate). A
-// regenerate replaces the old token atomically: the old one stops resolving.
+// put adds or replaces a key changed here (create, update, regenerate)
+// and announces it to the other instances. A regenerate replaces the old
+// token atomically: the old one stops resolving.
 func (c *keyCache) put(k store.Key) {
+	c.putLocal(k)
+	if c.publish != nil {
+		c.publish(k.ID)
+	}
+}
+
+// putLocal adds or replaces a key in this instance's cache only.
+func (c *keyCache) putLocal(k store.Key) {
 	c.mu.Lock()
 	c.putLocked(k)
 	c.mu.Unlock()
 }
 
-// remove drops a key by ID (delete, or an invalidation from another instance).
+// remove drops a key deleted here and announces it.
 func (c *keyCache) remove(id string) {
+	c.removeLocal(id)
+	if c.publish != nil {
+		c.publish(id)
+	}
+}
+
+// removeLocal drops a key from this instance's cache only (an
+// invalidation from another instance).
+func (c *keyCache) removeLocal(id string) {
 	c.mu.Lock()
 	if sum, ok := c.byID[id]; ok {
 		delete(c.byToken, sum)
@@ -130,6 +154,22 @@ func (c *keyCache) remove(id string) {
 	}
 	c.mu.Unlock()
 }
+
+// replace swaps the whole cache for keys (after missed invalidations):
+// keys deleted meanwhile stop resolving.
+func (c *keyCache) replace(keys []store.Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byToken = make(map[[32]byte]*cachedKey, len(keys))
+	c.byID = make(map[string][32]byte, len(keys))
+	clear(c.misses)
+	for _, k := range keys {
+		c.putLocked(k)
+	}
+}
+
+// clear empties the cache: every key is read from the store again.
+func (c *keyCache) clear() { c.replace(nil) }
 
 // get returns the key for a hash, from memory when possible.
 func (c *keyCache) get(ctx context.Context, sum [32]byte, now time.Time) (*cachedKey, error) {
@@ -155,10 +195,16 @@ func (c *keyCache) get(ctx context.Context, sum [32]byte, now time.Time) (*cache
 		}
 		return nil, err
 	}
-	c.put(*k)
+	c.putLocal(*k)
+	if c.onLoad != nil {
+		c.onLoad(ctx, k)
+	}
 	c.mu.RLock()
 	ck = c.byToken[sum]
 	c.mu.RUnlock()
+	if ck == nil { // replaced meanwhile by a reload that no longer has it
+		return nil, store.ErrNotFound
+	}
 	return ck, nil
 }
 

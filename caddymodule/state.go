@@ -4,15 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/llmspend/llmspend/cluster"
 	"github.com/llmspend/llmspend/spend"
 	"github.com/llmspend/llmspend/store"
-	"github.com/llmspend/llmspend/store/sqlite"
 )
 
 // states holds the shared state of every live configuration, keyed by
@@ -21,9 +21,12 @@ import (
 var states = caddy.NewUsagePool()
 
 // stateConfig is what identifies one shared state: two configs that point
-// at the same store share it.
+// at the same store (and Redis) share it.
 type stateConfig struct {
-	store string
+	store       string // SQLite path or PostgreSQL DSN
+	redis       string // redis:// URL; "" for local counters only
+	redisPrefix string
+	redisBatch  time.Duration
 }
 
 // sharedState is what survives reloads.
@@ -34,6 +37,8 @@ type sharedState struct {
 	ledger *spend.Ledger
 	sink   *sinkSwitch
 	logger *zap.Logger
+	rdb    *redis.Client // nil without Redis
+	inv    *invalidator  // nil without Redis
 }
 
 func loadSharedState(cfg stateConfig, logger *zap.Logger) (*sharedState, error) {
@@ -47,35 +52,55 @@ func loadSharedState(cfg stateConfig, logger *zap.Logger) (*sharedState, error) 
 }
 
 func openSharedState(cfg stateConfig, logger *zap.Logger) (*sharedState, error) {
-	var (
-		st  store.Store
-		err error
-	)
-	switch {
-	case strings.HasPrefix(cfg.store, "postgres://"), strings.HasPrefix(cfg.store, "postgresql://"):
-		return nil, errors.New("the postgres store is not available in this build yet")
-	default:
-		st, err = sqlite.Open(cfg.store)
-	}
+	st, err := openStore(cfg.store)
 	if err != nil {
 		return nil, fmt.Errorf("opening store: %w", err)
 	}
 	s := &sharedState{key: cfg, store: st, keys: newKeyCache(st), sink: new(sinkSwitch), logger: logger}
+	s.keys.onLoad = s.keyLoaded
 	if err := s.keys.load(context.Background()); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("loading keys: %w", err)
 	}
-	s.ledger = spend.NewLedger(spend.LedgerConfig{
+	lc := spend.LedgerConfig{
 		Writer: st,
 		Sink:   s.sink,
 		Logger: logger.Named("ledger"),
-	})
+	}
+	var ctrs *clusterCounters
+	if cfg.redis != "" {
+		rdb, ctr, err := openRedis(cfg, logger)
+		if err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+		s.rdb = rdb
+		ctrs = &clusterCounters{ctr}
+		lc.Shared = sharedCounters{ctr}
+		lc.Durable = durableAccounts(st)
+		lc.SharedInterval = cfg.redisBatch
+		logger.Info("shared spend counters", zap.String("redis", redactURL(cfg.redis)), zap.String("prefix", ctr.Prefix()))
+	}
+	s.ledger = spend.NewLedger(lc)
 	if err := loadAccounts(context.Background(), st, s.ledger); err != nil {
 		_ = s.ledger.Close(context.Background())
+		s.closeRedis()
 		_ = st.Close()
 		return nil, fmt.Errorf("loading spend: %w", err)
 	}
+	if ctrs != nil {
+		s.inv = startInvalidator(s, ctrs.c, logger.Named("cluster"))
+	}
 	return s, nil
+}
+
+// clusterCounters holds the Redis counters while the state is built.
+type clusterCounters struct{ c *cluster.Counters }
+
+func (s *sharedState) closeRedis() {
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
 }
 
 func releaseSharedState(_ context.Context, s *sharedState) error {
@@ -88,10 +113,15 @@ func releaseSharedState(_ context.Context, s *sharedState) error {
 func (s *sharedState) Destruct() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if s.inv != nil {
+		s.inv.close() // no more reloads from the store
+	}
+	// The ledger sends its last batch to Redis, then writes to the store.
 	flushErr := s.ledger.Close(ctx)
 	if flushErr != nil {
 		s.logger.Error("flushing spend at shutdown", zap.Error(flushErr))
 	}
+	s.closeRedis()
 	return errors.Join(flushErr, s.store.Close())
 }
 
