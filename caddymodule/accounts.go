@@ -67,6 +67,7 @@ type sinkSwitch struct {
 }
 
 func (s *sinkSwitch) Crossing(c spend.Crossing) {
+	gatewayAlertMetrics().Crossed(c.AlertType)
 	if p := s.cur.Load(); p != nil {
 		(*p).Crossing(c)
 	}

@@ -52,7 +52,9 @@ type gatewayMetrics struct {
 	spendUSD          *prometheus.CounterVec // key_alias, model
 	budgetRejections  *prometheus.CounterVec // key_alias
 	alertCrossings    *prometheus.CounterVec // type
-	alertSuppressions *prometheus.CounterVec // type
+	alertSuppressions *prometheus.CounterVec // type, reason
+	alertEmails       *prometheus.CounterVec // type, result
+	alertOverflows    prometheus.Counter
 	emails            *prometheus.CounterVec // backend, result
 	state             *stateCollector
 
@@ -65,6 +67,7 @@ type gatewayMetrics struct {
 	models  map[string]struct{} // unknown model names admitted as labels
 
 	alertTypes    boundedLabels
+	alertReasons  boundedLabels
 	emailBackends boundedLabels
 }
 
@@ -91,8 +94,13 @@ func newGatewayMetrics() *gatewayMetrics {
 			"Budget alert thresholds crossed, by alert type.",
 			"type"),
 		alertSuppressions: counter("alert_suppressions_total",
-			"Budget alerts not sent (already sent for the window, or over the per-key limit), by alert type.",
-			"type"),
+			"Budget alert crossings that sent nothing because the alert was already sent for the window, by alert type and where the duplicate was caught (cache or claim).",
+			"type", "reason"),
+		alertEmails: counter("alert_emails_total",
+			"Budget alerts handled, by alert type and result: enqueued (email in the outbox), no_recipient, error.",
+			"type", "result"),
+		alertOverflows: prometheus.NewCounter(prometheus.CounterOpts{Namespace: metricsNamespace, Name: "alert_overflows_total",
+			Help: "Budget crossings that found the alert queue full and waited on the overflow list."}),
 		emails: counter("emails_total",
 			"Email deliveries by backend and result: queued (committed to the outbox), sent, failed (final), retried (transient failure), queue_full (the poller takes over).",
 			"backend", "result"),
@@ -105,13 +113,14 @@ func newGatewayMetrics() *gatewayMetrics {
 	m.unauthenticated.vec = m.requests
 	m.unauthenticated.labels = [2]string{"", ""}
 	m.alertTypes = boundedLabels{max: maxAlertTypes}
+	m.alertReasons = boundedLabels{max: maxAlertTypes}
 	m.emailBackends = boundedLabels{max: maxEmailBackends}
 	return m
 }
 
 func (m *gatewayMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.tokens, m.spendUSD, m.budgetRejections,
-		m.alertCrossings, m.alertSuppressions, m.emails, m.state}
+		m.alertCrossings, m.alertSuppressions, m.alertEmails, m.alertOverflows, m.emails, m.state}
 }
 
 // registerMetrics adds the collectors to a config's registry. A nil
@@ -313,27 +322,42 @@ func (b *boundedLabels) value(v string) string {
 	return v
 }
 
-// alertMetrics is what the budget alerter reports to: Crossed when a
-// ledger crossing reaches it, Suppressed when it decides not to send (the
-// alert was already claimed for the window, or the key is over its alert
-// limit). alertType is spend.AlertSoftBudget, spend.AlertMaxBudget, or
-// another small fixed set.
-type alertMetrics interface {
-	Crossed(alertType string)
-	Suppressed(alertType string)
-}
+// alertMetrics counts budget alerts. Its method set is alerts.Metrics
+// (Enqueued, Suppressed, Overflow, NoRecipient, Error), so the alerter is
+// wired with `Metrics: gatewayAlertMetrics()`; crossings themselves are
+// counted by the ledger's sink (sinkSwitch), whether or not alerts are on.
+// Label values are bounded: alert types and reasons are small fixed sets
+// and anything past maxAlertTypes is "other".
+type alertMetrics struct{ m *gatewayMetrics }
 
 // gatewayAlertMetrics returns the process-wide alert counters.
-func gatewayAlertMetrics() alertMetrics { return promAlerts{gwMetrics()} }
+func gatewayAlertMetrics() alertMetrics { return alertMetrics{gwMetrics()} }
 
-type promAlerts struct{ m *gatewayMetrics }
-
-func (a promAlerts) Crossed(t string) {
-	a.m.alertCrossings.WithLabelValues(a.m.alertTypes.value(t)).Inc()
+// Crossed counts a budget threshold crossing the ledger reported.
+func (a alertMetrics) Crossed(alertType string) {
+	a.m.alertCrossings.WithLabelValues(a.m.alertTypes.value(alertType)).Inc()
 }
 
-func (a promAlerts) Suppressed(t string) {
-	a.m.alertSuppressions.WithLabelValues(a.m.alertTypes.value(t)).Inc()
+// Suppressed counts a duplicate crossing that sent nothing; reason is
+// where the duplicate was caught ("cache" or "claim").
+func (a alertMetrics) Suppressed(alertType, reason string) {
+	a.m.alertSuppressions.WithLabelValues(a.m.alertTypes.value(alertType), a.m.alertReasons.value(reason)).Inc()
+}
+
+// Enqueued counts an alert email committed to the outbox.
+func (a alertMetrics) Enqueued(alertType string) { a.email(alertType, "enqueued") }
+
+// NoRecipient counts an alert with nobody to send it to.
+func (a alertMetrics) NoRecipient(alertType string) { a.email(alertType, "no_recipient") }
+
+// Error counts a crossing that could not be handled (store, render, enqueue).
+func (a alertMetrics) Error(alertType string) { a.email(alertType, "error") }
+
+// Overflow counts a crossing that found the alerter's queue full.
+func (a alertMetrics) Overflow() { a.m.alertOverflows.Inc() }
+
+func (a alertMetrics) email(alertType, result string) {
+	a.m.alertEmails.WithLabelValues(a.m.alertTypes.value(alertType), result).Inc()
 }
 
 // emailMetrics feeds mailer pools' delivery counts into emails_total.
@@ -455,3 +479,13 @@ func containsState(list []*sharedState, s *sharedState) bool {
 
 var _ prometheus.Collector = (*stateCollector)(nil)
 var _ mailer.Metrics = emailMetrics{}
+
+// Interface guard: alertMetrics has the method set of alerts.Metrics,
+// spelled out so this file builds without importing the alerts package.
+var _ interface {
+	Enqueued(alertType string)
+	Suppressed(alertType, reason string)
+	Overflow()
+	NoRecipient(alertType string)
+	Error(alertType string)
+} = alertMetrics{}

@@ -236,6 +236,8 @@ func TestMetricsScrapeAfterTraffic(t *testing.T) {
 		want   float64
 	}{
 		{"llmspend_requests_total", []string{"key_alias=", "model=", "status=401"}, 1},
+		// The tight key's one charge crossed its max-budget alert point.
+		{"llmspend_alert_crossings_total", []string{"type=max_budget"}, 1},
 		{"llmspend_emails_total", []string{"backend=smtp", "result=queued"}, 2},
 		{"llmspend_emails_total", []string{"backend=smtp", "result=sent"}, 1},
 		{"llmspend_emails_total", []string{"backend=smtp", "result=failed"}, 1},
@@ -425,10 +427,16 @@ func TestAlertAndEmailMetrics(t *testing.T) {
 	m := gwMetrics()
 	before := gather(t, m)
 	a := gatewayAlertMetrics()
-	a.Crossed(spend.AlertSoftBudget)
-	a.Crossed(spend.AlertSoftBudget)
-	a.Crossed(spend.AlertMaxBudget)
-	a.Suppressed(spend.AlertMaxBudget)
+	// The ledger's sink counts every crossing, alerting on or off.
+	sink := new(sinkSwitch)
+	sink.Crossing(spend.Crossing{AlertType: spend.AlertSoftBudget})
+	sink.Crossing(spend.Crossing{AlertType: spend.AlertSoftBudget})
+	sink.Crossing(spend.Crossing{AlertType: spend.AlertMaxBudget})
+	a.Suppressed(spend.AlertMaxBudget, "claim")
+	a.Enqueued(spend.AlertSoftBudget)
+	a.NoRecipient(spend.AlertMaxBudget)
+	a.Error(spend.AlertMaxBudget)
+	a.Overflow()
 	e := gatewayEmailMetrics()
 	e.Retried("resend")
 	e.QueueFull("resend")
@@ -440,7 +448,11 @@ func TestAlertAndEmailMetrics(t *testing.T) {
 	}{
 		{"llmspend_alert_crossings_total", []string{"type=soft_budget"}, 2},
 		{"llmspend_alert_crossings_total", []string{"type=max_budget"}, 1},
-		{"llmspend_alert_suppressions_total", []string{"type=max_budget"}, 1},
+		{"llmspend_alert_suppressions_total", []string{"type=max_budget", "reason=claim"}, 1},
+		{"llmspend_alert_emails_total", []string{"type=soft_budget", "result=enqueued"}, 1},
+		{"llmspend_alert_emails_total", []string{"type=max_budget", "result=no_recipient"}, 1},
+		{"llmspend_alert_emails_total", []string{"type=max_budget", "result=error"}, 1},
+		{"llmspend_alert_overflows_total", nil, 1},
 		{"llmspend_emails_total", []string{"backend=resend", "result=retried"}, 1},
 		{"llmspend_emails_total", []string{"backend=resend", "result=queue_full"}, 1},
 	} {
@@ -450,7 +462,7 @@ func TestAlertAndEmailMetrics(t *testing.T) {
 	}
 	// Alert types are bounded too.
 	fresh := newGatewayMetrics()
-	fa := promAlerts{fresh}
+	fa := alertMetrics{fresh}
 	for i := 0; i < maxAlertTypes+5; i++ {
 		fa.Crossed(fmt.Sprintf("t%d", i))
 	}
