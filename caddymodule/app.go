@@ -91,6 +91,11 @@ const (
 // Provision opens (or re-uses across a reload) the shared state.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	// Here as well as in the handler: a config with only the admin routes
+	// still shows email, outbox and write-behind metrics.
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("llm_spend: registering metrics: %w", err)
+	}
 	repl := caddy.NewReplacer()
 	a.MasterKey = strings.TrimSpace(repl.ReplaceAll(a.MasterKey, ""))
 	a.Store = strings.TrimSpace(repl.ReplaceAll(a.Store, ""))

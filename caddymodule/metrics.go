@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmspend/llmspend/alerts"
 	"github.com/llmspend/llmspend/mailer"
 	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/spend"
@@ -322,9 +323,8 @@ func (b *boundedLabels) value(v string) string {
 	return v
 }
 
-// alertMetrics counts budget alerts. Its method set is alerts.Metrics
-// (Enqueued, Suppressed, Overflow, NoRecipient, Error), so the alerter is
-// wired with `Metrics: gatewayAlertMetrics()`; crossings themselves are
+// alertMetrics counts budget alerts. It is the alerter's alerts.Metrics
+// (`Metrics: gatewayAlertMetrics()`); crossings themselves are
 // counted by the ledger's sink (sinkSwitch), whether or not alerts are on.
 // Label values are bounded: alert types and reasons are small fixed sets
 // and anything past maxAlertTypes is "other".
@@ -477,15 +477,9 @@ func containsState(list []*sharedState, s *sharedState) bool {
 	return false
 }
 
-var _ prometheus.Collector = (*stateCollector)(nil)
-var _ mailer.Metrics = emailMetrics{}
-
-// Interface guard: alertMetrics has the method set of alerts.Metrics,
-// spelled out so this file builds without importing the alerts package.
-var _ interface {
-	Enqueued(alertType string)
-	Suppressed(alertType, reason string)
-	Overflow()
-	NoRecipient(alertType string)
-	Error(alertType string)
-} = alertMetrics{}
+// Interface guards
+var (
+	_ prometheus.Collector = (*stateCollector)(nil)
+	_ mailer.Metrics       = emailMetrics{}
+	_ alerts.Metrics       = alertMetrics{}
+)
