@@ -669,17 +669,17 @@ func (e *clusterEnv) allAgree(ins []*instance, plain, token string, want money.P
 	t := e.t
 	t.Helper()
 	for _, in := range ins {
-		eventually(t, 5*time.Second, in.name+" /key/info spend", func() (bool, string) {
+		eventually(t, 10*time.Second, in.name+" /key/info spend", func() (bool, string) {
 			got := in.keySpend(plain)
 			return got == want, fmt.Sprintf("got %v want %v", got, want)
 		})
 	}
-	eventually(t, 5*time.Second, "stored spend", func() (bool, string) {
+	eventually(t, 10*time.Second, "stored spend", func() (bool, string) {
 		got := e.storedKeySpend(token)
 		return got == want, fmt.Sprintf("got %v want %v", got, want)
 	})
 	id := e.keyID(token)
-	eventually(t, 5*time.Second, "shared counter", func() (bool, string) {
+	eventually(t, 10*time.Second, "shared counter", func() (bool, string) {
 		got := e.counter(id)
 		return got == want, fmt.Sprintf("got %v want %v", got, want)
 	})

@@ -636,11 +636,18 @@ func (a *account) charge(l *Ledger, cost money.Pico) []Crossing {
 	a.spend = addSat(a.spend, cost)
 	a.pend = addSat(a.pend, cost)
 	l.markDirty(a)
+	cur := a.eff()
 	if l.sh != nil && cost != 0 {
 		a.unsent = addSat(a.unsent, cost)
 		l.sh.markDirty(a)
+		cur = a.eff()
+		if a.hasMax && cur >= a.max-a.max/10 {
+			// Within 10% of the budget: send now rather than at the next
+			// tick, so the other instances see it (and this one sees
+			// theirs) one round trip late instead of one interval late.
+			l.sh.kickNow()
+		}
 	}
-	cur := a.eff()
 	if cur < a.next {
 		return nil
 	}

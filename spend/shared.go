@@ -120,8 +120,10 @@ type sharedSync struct {
 	lastRefresh   time.Time
 	lastReconcile time.Time
 	wantReconcile bool
+	followUp      time.Time // a reconcile once the store has caught up; zero: none
 
 	downFlag atomic.Bool // down, for other goroutines
+	kick     chan struct{}
 	done     chan struct{}
 }
 
@@ -150,6 +152,7 @@ func newSharedSync(l *Ledger) *sharedSync {
 		refresh:   c.SharedRefresh,
 		reconcile: c.SharedReconcile,
 		seeds:     make(map[*account]seedReq),
+		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
 	if s.interval <= 0 {
@@ -177,6 +180,15 @@ func (s *sharedSync) markDirty(a *account) {
 	s.dirtyMu.Unlock()
 }
 
+// kickNow asks for a batch now (an account near its budget). It never
+// blocks: a kick already pending covers this one.
+func (s *sharedSync) kickNow() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
 // seed queues a raise of a's counter to floor. Caller holds a.mu.
 func (s *sharedSync) seed(a *account, floor money.Pico, win int64) {
 	s.seedMu.Lock()
@@ -194,6 +206,8 @@ func (s *sharedSync) loop() {
 			s.final()
 			return
 		case <-t.C:
+			s.tick()
+		case <-s.kick:
 			s.tick()
 		}
 	}
@@ -223,6 +237,7 @@ func (s *sharedSync) tick() {
 		s.downFlag.Store(false)
 		s.log.Warn("shared spend counters (Redis) are back; reconciling")
 		s.reconcileAll()
+		s.followUp = now.Add(3*s.l.cfg.FlushInterval + time.Second)
 		return
 	}
 	if s.held != nil {
@@ -258,7 +273,18 @@ func (s *sharedSync) tick() {
 	}
 	// A wanted reconcile waits at least minReconcileGap after the last
 	// one: it reads every account from the store.
-	if (s.wantReconcile && now.Sub(s.lastReconcile) >= minReconcileGap) || now.Sub(s.lastReconcile) >= s.reconcile {
+	switch {
+	case s.wantReconcile && now.Sub(s.lastReconcile) >= minReconcileGap:
+		// Counters lost data. This reconcile restores what the store and
+		// this instance know; the others' amounts that were in Redis but
+		// not yet in the store come back with a second one, once every
+		// instance has flushed them.
+		s.reconcileAll()
+		s.followUp = now.Add(3*s.l.cfg.FlushInterval + time.Second)
+	case !s.followUp.IsZero() && now.After(s.followUp):
+		s.followUp = time.Time{}
+		s.reconcileAll()
+	case now.Sub(s.lastReconcile) >= s.reconcile:
 		s.reconcileAll()
 	}
 }
