@@ -641,8 +641,8 @@ func (a *account) charge(l *Ledger, cost money.Pico) []Crossing {
 		a.unsent = addSat(a.unsent, cost)
 		l.sh.markDirty(a)
 		cur = a.eff()
-		if a.hasMax && cur >= a.max-a.max/10 {
-			// Within 10% of the budget: send now rather than at the next
+		if a.hasMax && cur >= a.max/2 {
+			// Past half the budget: send now rather than at the next
 			// tick, so the other instances see it (and this one sees
 			// theirs) one round trip late instead of one interval late.
 			l.sh.kickNow()
