@@ -22,13 +22,14 @@ import (
 // every change goes through the JSON admin routes from the page's script.
 
 var uiFuncs = template.FuncMap{
-	"dollars": func(p money.Pico) string { return p.Dollars() },
+	"dollars": uiDollars,
 	"budget": func(p *money.Pico) string {
 		if p == nil {
 			return "No budget"
 		}
-		return p.Dollars()
+		return uiDollars(*p)
 	},
+	"every": humanPeriod,
 	"when": func(t any) string {
 		switch v := t.(type) {
 		case time.Time:
@@ -46,6 +47,32 @@ var uiFuncs = template.FuncMap{
 	},
 	"join": strings.Join,
 	"pct":  func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+}
+
+// uiDollars shows cents from a dollar up, and the small amounts a few
+// requests cost with the precision they need: "$14.50", "$0.000706".
+func uiDollars(p money.Pico) string {
+	if p >= money.USD || p <= -money.USD {
+		return money.FromUSD(math.Round(p.USD()*100) / 100).Dollars()
+	}
+	return p.Dollars()
+}
+
+// humanPeriod turns a budget_duration into words: "1mo" → "month",
+// "30d" → "30 days".
+func humanPeriod(d string) string {
+	units := []struct{ suffix, one string }{{"mo", "month"}, {"s", "second"}, {"m", "minute"}, {"h", "hour"}, {"d", "day"}}
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(d, u.suffix); ok {
+			if v, err := strconv.Atoi(n); err == nil && v > 0 {
+				if v == 1 {
+					return u.one
+				}
+				return n + " " + u.one + "s"
+			}
+		}
+	}
+	return d
 }
 
 // bar is a spend-against-budget bar, drawn as SVG (the CSP allows no
@@ -71,12 +98,12 @@ func budgetBar(spent money.Pico, max *money.Pico) bar {
 	case p >= 80:
 		b.Level = "warn"
 	}
-	b.Label = strconv.FormatFloat(math.Floor(p), 'f', 0, 64) + "% of " + max.Dollars()
+	b.Label = strconv.FormatFloat(math.Floor(p), 'f', 0, 64) + "% of " + uiDollars(*max)
 	return b
 }
 
 type uiUserOpt struct {
-	ID, Label string
+	ID, Label, Short string
 }
 
 type uiKeyRow struct {
@@ -180,7 +207,7 @@ func userOptions(users []store.User) []uiUserOpt {
 		if label != users[i].UserID {
 			label += " (" + users[i].UserID + ")"
 		}
-		out = append(out, uiUserOpt{ID: users[i].UserID, Label: label})
+		out = append(out, uiUserOpt{ID: users[i].UserID, Label: label, Short: ownerLabel(&users[i])})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Label < out[j].Label })
 	return out
@@ -214,6 +241,9 @@ func (h *AdminHandler) uiKeysPage(w http.ResponseWriter, r *http.Request, s *uiS
 	}
 	now := h.now()
 	d := uiKeysData{Users: userOptions(users), Owner: owner}
+	if len(keys) <= 200 {
+		h.flushSpend(ctx) // last-used days come from the daily history
+	}
 	for i := range keys {
 		row := h.keyRow(&keys[i], byID, now)
 		if keys[i].LastUsedAt == nil && len(keys) <= 200 {
@@ -397,7 +427,7 @@ func emailHealth(configured bool, backend string, recent []store.OutboxMessage) 
 	}
 	for _, m := range recent {
 		if m.Status == store.StatusPending && m.Attempts > 0 && m.LastError != "" {
-			return uiHealth{"warn", "Retrying: the last attempt failed with \u201c" + m.LastError + "\u201d"}
+			return uiHealth{"warn", "Retrying: the last attempt failed with \u201c" + clip(m.LastError, 160) + "\u201d"}
 		}
 	}
 	for _, m := range recent {
@@ -405,10 +435,17 @@ func emailHealth(configured bool, backend string, recent []store.OutboxMessage) 
 		case store.StatusSent:
 			return uiHealth{"ok", "Delivering: the last message was accepted by " + backend + "."}
 		case store.StatusFailed:
-			return uiHealth{"bad", "The last message failed: " + m.LastError}
+			return uiHealth{"bad", "The last message failed: " + clip(m.LastError, 160)}
 		}
 	}
 	return uiHealth{"ok", "Configured; nothing sent yet. Send a test email to check the connection."}
+}
+
+func clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
 }
 
 func (h *AdminHandler) uiEmailPage(w http.ResponseWriter, r *http.Request, s *uiSession) {

@@ -19,11 +19,7 @@ import (
 // once a second; flushing first makes the numbers include the request
 // that just finished.
 func (h *AdminHandler) dailySpend(ctx context.Context, keyID string, days int, now time.Time) ([]store.DailySpend, error) {
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := h.state.ledger.Flush(fctx); err != nil {
-		h.logger.Warn("flushing spend before reading history", zap.Error(err))
-	}
-	cancel()
+	h.flushSpend(ctx)
 	to := now.UTC()
 	from := to.AddDate(0, 0, -(days - 1))
 	rows, err := h.state.store.DailySpendFor(ctx, keyID, from.Format(time.DateOnly), to.Format(time.DateOnly))
@@ -37,6 +33,15 @@ func (h *AdminHandler) dailySpend(ctx context.Context, keyID string, days int, n
 		return rows[i].Model < rows[j].Model
 	})
 	return rows, nil
+}
+
+// flushSpend writes the ledger's pending spend and daily aggregates now.
+func (h *AdminHandler) flushSpend(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := h.state.ledger.Flush(fctx); err != nil {
+		h.logger.Warn("flushing spend before reading history", zap.Error(err))
+	}
 }
 
 type dailyRow struct {

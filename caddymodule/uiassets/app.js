@@ -115,7 +115,7 @@
     var notes = (res && res.warnings) || [];
     if (form.getAttribute("data-api") === "/key/generate") {
       var owner = form.elements.user_id;
-      var ownerText = owner && owner.value ? owner.options[owner.selectedIndex].text : "";
+      var ownerText = owner && owner.value ? (owner.options[owner.selectedIndex].getAttribute("data-short") || owner.options[owner.selectedIndex].text) : "";
       if (body.send_invite_email && notes.length === 0) {
         notes = notes.concat(ownerText ? ["A key-created email is on its way to " + ownerText + "."] : ["Send Email was on, but the key has no owner to email."]);
       }
