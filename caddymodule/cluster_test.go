@@ -29,6 +29,7 @@ import (
 
 	"github.com/llmspend/llmspend/cluster"
 	"github.com/llmspend/llmspend/fakeupstream"
+	"github.com/llmspend/llmspend/mailer/smtptest"
 	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
 	"github.com/llmspend/llmspend/store/postgres"
@@ -837,31 +838,113 @@ func TestClusterRedisDown(t *testing.T) {
 
 // TestClusterPostgresOutage: PostgreSQL is unreachable for a few seconds.
 // Requests with cached keys are served throughout; the spend is written
-// once it is back, and the counters stay exact.
+// once it is back, the counters stay exact, and an alert email waiting in
+// the outbox is delivered once the outbox is reachable again.
 func TestClusterPostgresOutage(t *testing.T) {
 	e := newClusterEnv(t)
+	srv := smtptest.Start(t, smtptest.Options{})
+	e.extra = alertSMTPBlock(srv) + "\n\t\talerts email"
+	e.upstream.Set(func(s *fakeupstream.Server) { s.Usage = alertUsage })
+	per := openAICost("gpt-4o-mini", alertUsage)
 	u, _ := url.Parse(e.directDSN)
 	px := startProxy(t, u.Host)
 	e.dsn = viaProxy(t, e.directDSN, px.addr())
 	a := e.start("A")
 	b := e.start("B")
 	ins := []*instance{a, b}
-	plain, token := a.newKey(nil)
-	// Both instances have the key cached.
-	n := traffic(t, ins, plain, 50, 4, false)
+	a.admin("POST", "/user/new", map[string]any{"user_id": "owner", "user_email": "owner@example.com", "auto_create_key": false, "send_invite_email": false})
+	plain, token := a.newKey(map[string]any{"user_id": "owner", "soft_budget": 0.002})
+
+	// The soft alert is claimed and queued while the mail server is down.
+	srv.Down()
+	n := traffic(t, ins, plain, 10, 2, false) // $0.0075 > $0.002
+	eventually(t, 5*time.Second, "alert queued", func() (bool, string) {
+		ob := a.admin("GET", "/email/outbox?status=pending", nil)
+		list, _ := ob["messages"].([]any)
+		return len(list) == 1, fmt.Sprint(len(list))
+	})
 
 	px.pause()
+	if err := srv.Up(); err != nil {
+		t.Fatal(err)
+	}
 	outage := time.Now()
 	for time.Since(outage) < 3*time.Second {
-		n += traffic(t, ins, plain, 40, 4, false)
+		n += traffic(t, ins, plain, 20, 4, false)
 	}
 	// The instances saw the outage (their write-behind failed).
 	eventually(t, 10*time.Second, "write-behind failures logged", func() (bool, string) {
 		return a.logHas("spend write-behind failed") && b.logHas("spend write-behind failed"), ""
 	})
 	px.resume()
-	n += traffic(t, ins, plain, 50, 4, false)
-	e.allAgree(ins, plain, token, perRequest*money.Pico(n))
+	n += traffic(t, ins, plain, 20, 4, false)
+	e.allAgree(ins, plain, token, per*money.Pico(n))
+	msgs, err := srv.WaitFor(1, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subj := parseMail(t, msgs[0].Data).Subject; !strings.Contains(subj, "Soft Budget") {
+		t.Fatalf("subject %q", subj)
+	}
+	eventually(t, 10*time.Second, "outbox marked sent", func() (bool, string) {
+		ob := b.admin("GET", "/email/outbox?status=sent", nil)
+		list, _ := ob["messages"].([]any)
+		return len(list) >= 1, fmt.Sprint(ob["counts"])
+	})
+}
+
+// TestClusterAlertsOnce: traffic through both instances crosses the soft
+// budget, the 80% alert point and the budget; each alert is mailed once
+// cluster-wide (claims in PostgreSQL), though both instances see the
+// crossings.
+func TestClusterAlertsOnce(t *testing.T) {
+	e := newClusterEnv(t)
+	srv := smtptest.Start(t, smtptest.Options{})
+	e.extra = alertSMTPBlock(srv) + "\n\t\talerts email"
+	e.upstream.Set(func(s *fakeupstream.Server) { s.Usage = alertUsage })
+	per := openAICost("gpt-4o-mini", alertUsage)
+	a := e.start("A")
+	b := e.start("B")
+	ins := []*instance{a, b}
+	a.admin("POST", "/user/new", map[string]any{"user_id": "owner", "user_email": "owner@example.com", "auto_create_key": false, "send_invite_email": false})
+	// $0.00075 per request: soft at ~14 requests, 80% at ~22, max at 27.
+	plain, token := b.newKey(map[string]any{"user_id": "owner", "soft_budget": 0.01, "max_budget": 0.02})
+	served := untilExhausted(t, ins, plain, 6)
+	for _, in := range ins {
+		eventually(t, 2*time.Second, in.name+" refuses the exhausted key", func() (bool, string) {
+			st, _ := in.chat(plain)
+			if st == 200 {
+				served++
+			}
+			return st == 429, fmt.Sprint(st)
+		})
+	}
+	e.allAgree(ins, plain, token, per*money.Pico(served))
+	msgs, err := srv.WaitFor(2, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // a duplicate would arrive by now
+	msgs = srv.Messages()
+	var subjects []string
+	for _, m := range msgs {
+		subjects = append(subjects, parseMail(t, m.Data).Subject)
+	}
+	if len(msgs) != 2 {
+		t.Fatalf("%d emails, want one soft and one max: %q", len(msgs), subjects)
+	}
+	soft, maxb := 0, 0
+	for _, s := range subjects {
+		if strings.Contains(s, "Soft Budget") {
+			soft++
+		}
+		if strings.Contains(s, "Max Budget") {
+			maxb++
+		}
+	}
+	if soft != 1 || maxb != 1 {
+		t.Fatalf("emails %q", subjects)
+	}
 }
 
 // --- a TCP proxy that can be paused ---
