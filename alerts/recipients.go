@@ -3,6 +3,7 @@ package alerts
 import (
 	"errors"
 	"fmt"
+	"net/mail"
 	"sort"
 	"strconv"
 	"strings"
@@ -115,11 +116,17 @@ func parseEmails(v any) ([]string, error) {
 	return raw, nil
 }
 
-// ValidEmail is a plain address check: local@domain, no spaces, angle
-// brackets, separators or line breaks (which could smuggle headers).
+// ValidEmail accepts a plain address (local@domain, no display name): no
+// spaces, angle brackets, separators or line breaks (which could smuggle
+// headers), and one the mailer will accept as a recipient, so an alert is
+// never refused at enqueue for an address that passed validation.
 func ValidEmail(s string) bool {
 	at := strings.LastIndexByte(s, '@')
-	return len(s) <= 254 && at > 0 && at < len(s)-1 && !strings.ContainsAny(s, " \t\r\n\x00<>,;\"")
+	if len(s) > 254 || at <= 0 || at >= len(s)-1 || strings.ContainsAny(s, " \t\r\n\x00<>,;\"") {
+		return false
+	}
+	a, err := mail.ParseAddress(s)
+	return err == nil && a.Name == "" && a.Address == s
 }
 
 // mergeRecipients puts owner first and removes duplicates (case-insensitive).
