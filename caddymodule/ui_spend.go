@@ -153,7 +153,7 @@ func niceCeil(v float64) float64 {
 
 func buildChart(rows []store.DailySpend, days int, now time.Time) chart {
 	c := chart{W: 760, H: 240, Left: 72, Top: 12}
-	c.PlotW = float64(c.W) - c.Left - 12
+	c.PlotW = float64(c.W) - c.Left - 28 // room for the last day's label
 	c.PlotH = float64(c.H) - c.Top - 30
 	c.Bottom = c.Top + c.PlotH
 	c.MidX, c.MidY = c.Left+c.PlotW/2, c.Top+c.PlotH/2

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
 )
 
@@ -556,4 +557,48 @@ func FuzzParseSessionCookie(f *testing.F) {
 			t.Fatalf("accepted a cookie that was never issued: %q (%+v)", v, s)
 		}
 	})
+}
+
+func TestUIFormatting(t *testing.T) {
+	for in, want := range map[string]string{"1mo": "month", "30d": "30 days", "1d": "day", "7d": "7 days", "1h": "hour", "30s": "30 seconds", "30m": "30 minutes", "odd": "odd"} {
+		if got := humanPeriod(in); got != want {
+			t.Errorf("humanPeriod(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[float64]string{14.4993: "$14.50", 0.000706: "$0.000706", 0: "$0.00", 1: "$1.00", 0.5: "$0.50"} {
+		if got := uiDollars(money.FromUSD(in)); got != want {
+			t.Errorf("uiDollars(%v) = %q, want %q", in, got, want)
+		}
+	}
+	max := money.FromUSD(10)
+	for spent, want := range map[float64]bar{
+		0:  {Pct: 0, Level: "ok", Label: "0% of $10.00"},
+		8:  {Pct: 80, Level: "warn", Label: "80% of $10.00"},
+		12: {Pct: 100, Level: "over", Label: "120% of $10.00"},
+	} {
+		if got := budgetBar(money.FromUSD(spent), &max); got != want {
+			t.Errorf("budgetBar(%v) = %+v, want %+v", spent, got, want)
+		}
+	}
+	if b := budgetBar(5, nil); b.Level != "none" {
+		t.Errorf("no budget: %+v", b)
+	}
+	sent := store.OutboxMessage{Status: store.StatusSent}
+	failed := store.OutboxMessage{Status: store.StatusFailed, LastError: "550 no"}
+	retrying := store.OutboxMessage{Status: store.StatusPending, Attempts: 2, LastError: "421 busy"}
+	for _, c := range []struct {
+		cfg  bool
+		msgs []store.OutboxMessage
+		want string
+	}{
+		{false, nil, "idle"},
+		{true, nil, "ok"},
+		{true, []store.OutboxMessage{sent, failed}, "ok"},
+		{true, []store.OutboxMessage{failed, sent}, "bad"},
+		{true, []store.OutboxMessage{sent, retrying}, "warn"},
+	} {
+		if got := emailHealth(c.cfg, "smtp", c.msgs); got.Level != c.want {
+			t.Errorf("emailHealth(%v, %v) = %+v, want %s", c.cfg, c.msgs, got, c.want)
+		}
+	}
 }
