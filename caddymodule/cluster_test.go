@@ -259,6 +259,7 @@ type clusterEnv struct {
 	upstream  *fakeupstream.Server
 	upURL     string
 	extra     string // more lines in the llm_spend block
+	noRedis   bool   // start instances on PostgreSQL alone
 }
 
 func newClusterEnv(t *testing.T) *clusterEnv {
@@ -331,6 +332,12 @@ http://127.0.0.1:%d {
 	}
 }
 `, clusterLogLevel(), in.logPath, filepath.Join(dir, "data"), testMasterKey, e.dsn, redisURL, e.prefix, e.batch, e.extra, in.port, e.upURL)
+	if e.noRedis {
+		cf = strings.Replace(cf, fmt.Sprintf("redis %s {\n\t\t\tprefix %s\n\t\t\tbatch %s\n\t\t}", redisURL, e.prefix, e.batch), "", 1)
+		if strings.Contains(cf, "redis ") {
+			t.Fatal("could not remove the redis block")
+		}
+	}
 	cfPath := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfPath, []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
