@@ -166,7 +166,29 @@ func (a *App) parseAlerts(d *caddyfile.Dispenser) error {
 
 // alerters maps each App to the alerter it installed (App's fields belong
 // to app.go; this keeps the alerting state next to its code).
-var alerters sync.Map // *App -> *alerts.Alerter
+var alerters sync.Map // *App -> *installedAlerter
+
+// installedAlerter is a config's alerter and what it replaced, so that a
+// config that fails to load after provisioning can put the running
+// config's alerter back.
+type installedAlerter struct {
+	al      *alerts.Alerter
+	prev    spend.CrossingSink // the sink before (nil: none)
+	prevPct int                // the ledger's alert percent before
+}
+
+// liveAlerter reports whether cs is the alerter of a config still loaded.
+func liveAlerter(cs spend.CrossingSink) bool {
+	live := false
+	alerters.Range(func(_, v any) bool {
+		if v.(*installedAlerter).al == cs {
+			live = true
+			return false
+		}
+		return true
+	})
+	return live
+}
 
 // alertDrain bounds how long a reload or stop waits for queued crossings
 // to become claims and outbox messages.
@@ -199,8 +221,12 @@ func (a *App) provisionAlerts() error {
 	if err != nil {
 		return fmt.Errorf("alerts: %w", err)
 	}
+	in := &installedAlerter{al: al, prevPct: a.state.ledger.MaxAlertPercent()}
+	if p := a.state.sink.cur.Load(); p != nil {
+		in.prev = *p
+	}
 	a.state.ledger.SetMaxAlertPct(s.pct)
-	alerters.Store(a, al)
+	alerters.Store(a, in)
 	a.state.sink.set(al)
 	a.logger.Info("budget alert emails on", zap.Int("max_alert_percent", a.state.ledger.MaxAlertPercent()),
 		zap.Duration("ttl", s.ttl), zap.Int("queue", s.queue))
@@ -209,14 +235,23 @@ func (a *App) provisionAlerts() error {
 
 // cleanupAlerts detaches this config's alerter (only if it is still the
 // ledger's sink: a newer config may have installed its own), drains it,
-// and hands what it could not handle in time to the current sink.
+// and hands what it could not handle in time to the current sink. When
+// this config never ran (its load failed after it provisioned), the
+// running config's alerter, if any, is the sink again.
 func (a *App) cleanupAlerts() error {
 	v, ok := alerters.LoadAndDelete(a)
 	if !ok {
 		return nil
 	}
-	al := v.(*alerts.Alerter)
-	a.state.sink.clearIf(al)
+	in := v.(*installedAlerter)
+	al := in.al
+	var restore spend.CrossingSink
+	if in.prev != nil && liveAlerter(in.prev) {
+		restore = in.prev
+	}
+	if a.state.sink.swapIf(al, restore) && restore != nil {
+		a.state.ledger.SetMaxAlertPct(float64(in.prevPct) / 100)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), alertDrain)
 	defer cancel()
 	left := al.Stop(ctx)
@@ -234,14 +269,19 @@ func (a *App) cleanupAlerts() error {
 	return nil
 }
 
-// clearIf unsets the sink if it is still cs; it reports whether it did.
-func (s *sinkSwitch) clearIf(cs spend.CrossingSink) bool {
+// swapIf replaces the sink with next (nil: none) if it is still cs; it
+// reports whether it did.
+func (s *sinkSwitch) swapIf(cs, next spend.CrossingSink) bool {
+	var np *spend.CrossingSink
+	if next != nil {
+		np = &next
+	}
 	for {
 		p := s.cur.Load()
 		if p == nil || *p != cs {
 			return false
 		}
-		if s.cur.CompareAndSwap(p, nil) {
+		if s.cur.CompareAndSwap(p, np) {
 			return true
 		}
 	}

@@ -494,3 +494,32 @@ func (g *gateway) stateOf() *sharedState {
 	}
 	return st
 }
+
+// A config that fails to load after it provisioned (here: a handler after
+// llm_spend fails) must leave the running config's alerter in place.
+func TestBudgetAlertsFailedReloadKeepsAlerter(t *testing.T) {
+	g, srv := newAlertGateway(t, "")
+	g.alertUser("owner", "owner@example.com")
+	key := g.newKey(map[string]any{"user_id": "owner", "soft_budget": 0.001})
+	before := g.alerter()
+	cf := strings.Replace(g.caddyfile(), "header_up x-api-key sk-upstream-real-anthropic",
+		"header_up x-api-key sk-upstream-real-anthropic\n\t\t\ttransport http {\n\t\t\t\ttls_client_auth /nonexistent/c.crt /nonexistent/c.key\n\t\t\t}", 1)
+	cf = strings.Replace(cf, "reverse_proxy "+g.upURL, "reverse_proxy "+strings.Replace(g.upURL, "http://", "https://", 1), 1)
+	cf = strings.Replace(cf, "alerts email", "alerts email {\n\t\t\tmax_spend_alert_percentage 0.5\n\t\t}", 1)
+	err := loadErr(cf)
+	if err == nil {
+		t.Fatal("broken config loaded")
+	}
+	t.Logf("load error: %v", err)
+	if g.alerter() != before {
+		t.Fatal("a failed reload replaced the running alerter")
+	}
+	if p := g.stateOf().ledger.MaxAlertPercent(); p != 80 {
+		t.Fatalf("a failed reload left the alert percent at %d", p)
+	}
+	for range 2 {
+		g.chat(key, "gpt-4o-mini")
+	}
+	receive(t, srv, 1)
+	quiet(t, g, srv, 1)
+}
