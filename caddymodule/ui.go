@@ -120,11 +120,14 @@ func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 func newSessionCookie(key []byte, now time.Time) (string, *uiSession) {
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])
-	s := &uiSession{ID: hex.EncodeToString(raw[:]), Expires: now.Add(uiSessionTTL).Truncate(time.Second)}
+	return signSession(key, hex.EncodeToString(raw[:]), now.Add(uiSessionTTL).Truncate(time.Second))
+}
+
+func signSession(key []byte, id string, expires time.Time) (string, *uiSession) {
+	s := &uiSession{ID: id, Expires: expires, CSRF: b64(uiMAC(key, "csrf", id))}
 	var exp [8]byte
-	binary.BigEndian.PutUint64(exp[:], uint64(s.Expires.Unix()))
-	payload := s.ID + "." + b64(exp[:])
-	s.CSRF = b64(uiMAC(key, "csrf", s.ID))
+	binary.BigEndian.PutUint64(exp[:], uint64(expires.Unix()))
+	payload := id + "." + b64(exp[:])
 	return payload + "." + b64(uiMAC(key, "session", payload)), s
 }
 
