@@ -301,9 +301,16 @@ func TestUIBrowserFlows(t *testing.T) {
 	if msg := b.text("#create-user .form-error"); !strings.Contains(msg, "not a valid email") {
 		t.Fatalf("inline error: %q", msg)
 	}
+	if b.eval(`document.querySelector('#user_email').getAttribute('aria-invalid')`) != "true" {
+		t.Fatal("the refused field is not marked")
+	}
+	b.shot("create-user-error", false)
 	b.do(b.set("#user_email", ""), chromedp.SendKeys(chromedp.CSS("#user_email"), "ada@example.com"),
 		chromedp.SendKeys(chromedp.CSS("#user_max_budget"), "50"),
 		b.set("#user_budget_duration", "1mo"))
+	if b.eval(`document.querySelector('#create-user .form-error').hidden`) != true {
+		t.Fatal("the error stays after the field was edited")
+	}
 	b.shot("create-user", false)
 	b.do(chromedp.Click(chromedp.CSS("#create-user-submit")), chromedp.WaitVisible(chromedp.CSS("#reveal-done")))
 	if txt := b.text("#reveal"); !strings.Contains(txt, "ada@example.com was added") {

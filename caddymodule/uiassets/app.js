@@ -131,6 +131,11 @@
   }
 
   $all("form.api-form").forEach(function (form) {
+    // An edit answers the error: it goes away until the next submit.
+    form.addEventListener("input", function (ev) {
+      hide($(".form-error", form));
+      if (ev.target.classList) { ev.target.classList.remove("invalid"); ev.target.removeAttribute("aria-invalid"); }
+    });
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var errEl = $(".form-error", form), okEl = $(".form-ok", form);
@@ -153,6 +158,10 @@
       }).catch(function (e) {
         if (btn) { btn.disabled = false; }
         show(errEl, e.message);
+        // The API names the field it refused: point at it.
+        var param = e.data && e.data.error && e.data.error.param;
+        var field = param && form.elements[param];
+        if (field && field.classList) { field.classList.add("invalid"); field.setAttribute("aria-invalid", "true"); field.focus(); }
       });
     });
   });
