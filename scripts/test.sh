@@ -14,6 +14,21 @@ fi
 if command -v redis-server >/dev/null 2>&1 && ! (echo > /dev/tcp/127.0.0.1/6379) 2>/dev/null; then
 	redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || echo "warning: could not start Redis"
 fi
+# Wait for both to accept connections (a daemonized Redis returns at once),
+# and create the tests' database when a fresh cluster lacks it.
+for _ in $(seq 1 50); do
+	(echo > /dev/tcp/127.0.0.1/5432) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/6379) 2>/dev/null && break
+	sleep 0.1
+done
+if command -v psql >/dev/null 2>&1 && (echo > /dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+	for u in postgres root; do
+		if psql -h 127.0.0.1 -U "$u" -d postgres -Atc 'select 1' >/dev/null 2>&1; then
+			psql -h 127.0.0.1 -U "$u" -d postgres -Atc "select 1 from pg_database where datname = 'test'" | grep -q 1 ||
+				psql -h 127.0.0.1 -U "$u" -d postgres -c 'create database test' >/dev/null || echo "warning: could not create database test"
+			break
+		fi
+	done
+fi
 
 echo "== gofmt"
 unformatted=$(gofmt -l . | grep -v '^vendor/' || true)
