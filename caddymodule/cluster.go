@@ -310,10 +310,36 @@ func (inv *invalidator) publish(id string) {
 	}()
 }
 
-// onKey reloads one key from the store into the cache and the ledger.
+// userPrefix marks a user ID on the invalidation channel (key IDs are hex).
+const userPrefix = "user:"
+
+// userChanged brings a user changed here (budget, deletion) to every
+// instance's ledger. Admin routes that change users call it after the
+// store has committed.
+func (s *sharedState) userChanged(u *store.User) {
+	s.ledger.Upsert(accountOfUser(u))
+	if s.inv != nil {
+		s.inv.publish(userPrefix + u.UserID)
+	}
+}
+
+// onKey reloads one key (or, with userPrefix, one user) from the store
+// into the cache and the ledger.
 func (inv *invalidator) onKey(id string) {
 	ctx, cancel := context.WithTimeout(inv.ctx, 5*time.Second)
 	defer cancel()
+	if uid, ok := strings.CutPrefix(id, userPrefix); ok {
+		u, err := inv.s.store.GetUser(ctx, uid)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			inv.s.ledger.Remove(store.KindUser, uid)
+		case err != nil:
+			inv.log.Warn("reloading invalidated user failed", zap.String("user_id", uid), zap.Error(err))
+		default:
+			inv.s.ledger.Upsert(accountOfUser(u))
+		}
+		return
+	}
 	k, err := inv.s.store.GetKey(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

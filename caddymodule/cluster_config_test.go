@@ -1,12 +1,17 @@
 package caddymodule
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/llmspend/llmspend/money"
+	"github.com/llmspend/llmspend/store"
 )
 
 func parseApp(t testing.TB, block string) (*App, error) {
@@ -112,4 +117,45 @@ func FuzzCaddyfileStoreRedis(f *testing.F) {
 			t.Fatalf("prefix %q accepted", cfg.redisPrefix)
 		}
 	})
+}
+
+// TestClusterUserChanged: two shared states in one process (two
+// instances' worth of store, ledger, key cache and Redis subscription): a
+// user's new budget set on one reaches the other's ledger through the
+// invalidation channel.
+func TestClusterUserChanged(t *testing.T) {
+	dsn := pgSchema(t)
+	rdb := redisClient(t)
+	cfg := stateConfig{store: dsn, redis: "redis://" + testRedisAddr + "/0", redisPrefix: redisPrefix(t, rdb)}
+	open := func() *sharedState {
+		s, err := openSharedState(cfg, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Destruct() })
+		return s
+	}
+	a, b := open(), open()
+	ctx := context.Background()
+	u := &store.User{UserID: "ada", UserRole: "internal_user", CreatedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+	if err := a.store.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	a.userChanged(u)
+	limit := money.USD
+	u.MaxBudget = &limit
+	if err := a.store.UpdateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	a.userChanged(u)
+	deadline := time.Now().Add(time.Second)
+	for {
+		if s, ok := b.ledger.Snapshot(store.KindUser, "ada"); ok && s.MaxBudget != nil && *s.MaxBudget == limit {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("user budget set on A not on B within a second")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
