@@ -287,7 +287,7 @@ func (h *AdminHandler) uiRoot(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
 		return
 	}
-	h.renderLogin(w, r, http.StatusOK, "")
+	h.renderLogin(w, http.StatusOK, "", r.URL.Query().Get("next"))
 }
 
 // safeNext keeps post-sign-in redirects on our own pages.
@@ -298,11 +298,11 @@ func safeNext(next string) string {
 	return "/ui/keys"
 }
 
-func (h *AdminHandler) renderLogin(w http.ResponseWriter, r *http.Request, status int, errMsg string) {
+func (h *AdminHandler) renderLogin(w http.ResponseWriter, status int, errMsg, next string) {
 	h.render(w, status, "login", pageData{
 		Title:    "Sign in",
 		Error:    errMsg,
-		Next:     r.URL.Query().Get("next"),
+		Next:     next,
 		Disabled: h.app.MasterKey == "",
 	})
 }
@@ -314,25 +314,21 @@ func (h *AdminHandler) uiLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	master := h.app.MasterKey
+	next := r.PostFormValue("next")
 	if master == "" {
-		h.renderLogin(w, r, http.StatusUnauthorized, "")
+		h.renderLogin(w, http.StatusUnauthorized, "", next)
 		return
 	}
 	got := strings.TrimSpace(r.PostFormValue("master_key"))
-	if r.URL.Query().Get("next") == "" {
-		q := r.URL.Query()
-		q.Set("next", r.PostFormValue("next"))
-		r.URL.RawQuery = q.Encode()
-	}
 	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(master))
 	if got == "" || subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
 		h.logger.Warn("web UI sign-in refused: wrong master key", zap.String("remote", r.RemoteAddr))
-		h.renderLogin(w, r, http.StatusUnauthorized, "That is not the master key. Check MASTER_KEY in the gateway's environment.")
+		h.renderLogin(w, http.StatusUnauthorized, "That is not the master key. Check MASTER_KEY in the gateway's environment.", next)
 		return
 	}
 	v, _ := newSessionCookie(h.uiKey(), h.now())
 	h.setSessionCookie(w, r, v, int(uiSessionTTL/time.Second))
-	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+	http.Redirect(w, r, safeNext(next), http.StatusSeeOther)
 }
 
 func (h *AdminHandler) uiLogout(w http.ResponseWriter, r *http.Request) {

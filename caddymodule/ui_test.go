@@ -194,9 +194,12 @@ func assertUIHeaders(t *testing.T, r resp) {
 
 func TestUISignInCookieFlags(t *testing.T) {
 	g := newGateway(t, "")
-	r := g.form("/ui/login", url.Values{"master_key": {"wrong-key-123"}}, nil)
+	r := g.form("/ui/login", url.Values{"master_key": {"wrong-key-123"}, "next": {"/ui/email"}}, nil)
 	if r.Status != http.StatusUnauthorized || len(r.Header.Values("Set-Cookie")) != 0 || !strings.Contains(string(r.Body), "not the master key") {
 		t.Fatalf("wrong key: %d %v", r.Status, r.Header.Values("Set-Cookie"))
+	}
+	if !strings.Contains(string(r.Body), `name="next" value="/ui/email"`) {
+		t.Fatal("a failed sign-in forgets where the user was going")
 	}
 	r = g.form("/ui/login", url.Values{"master_key": {testMasterKey}, "next": {"/ui/email"}}, nil)
 	if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/ui/email" {
