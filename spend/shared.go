@@ -245,11 +245,10 @@ func (s *sharedSync) tick() {
 		res, err := s.sc.AddRetry(ctx, s.held.id, s.held.deltas)
 		cancel()
 		if err != nil {
-			if now.Sub(s.failingSince) >= sharedDownAfter {
-				s.goDown(err)
-			}
+			s.failed(err)
 			return
 		}
+		s.failingSince = time.Time{}
 		b := s.held
 		s.held = nil
 		s.apply(b, res)
@@ -262,9 +261,11 @@ func (s *sharedSync) tick() {
 		res, err := s.sc.AddRetry(ctx, b.id, b.deltas)
 		cancel()
 		if err != nil {
-			s.held, s.failingSince = b, now
+			s.held = b
+			s.failed(err)
 			return
 		}
+		s.failingSince = time.Time{}
 		s.apply(b, res)
 	}
 	if now.Sub(s.lastRefresh) >= s.refresh {
@@ -368,9 +369,28 @@ func (s *sharedSync) send(cs []Crossing) {
 	}
 }
 
+// failed records a failed call: after sharedDownAfter of failures (calls
+// in between may have failed or not) the counters are declared down. A
+// batch that fails is held and re-sent meanwhile; seeds, refreshes and
+// reconciles are simply tried again later.
+func (s *sharedSync) failed(err error) {
+	if s.down {
+		return
+	}
+	now := time.Now()
+	if s.failingSince.IsZero() {
+		s.failingSince = now
+		return
+	}
+	if now.Sub(s.failingSince) >= sharedDownAfter {
+		s.goDown(err)
+	}
+}
+
 // goDown gives up the held batch and falls back to local counters.
 func (s *sharedSync) goDown(err error) {
 	s.down = true
+	s.failingSince = time.Time{}
 	s.downFlag.Store(true)
 	s.lastPing = time.Now()
 	s.log.Error("shared spend counters (Redis) unavailable: enforcing budgets on local counters until it returns", zap.Error(err))
@@ -436,9 +456,10 @@ func (s *sharedSync) raise(floors map[SharedKey]money.Pico, accts map[SharedKey]
 		vals, err := s.sc.Raise(ctx, chunk)
 		cancel()
 		if err != nil {
-			s.log.Warn("raising shared spend counters failed", zap.Error(err))
+			s.failed(err)
 			return false
 		}
+		s.failingSince = time.Time{}
 		var cs []Crossing
 		for k, v := range vals {
 			a := accts[k]
@@ -494,9 +515,10 @@ func (s *sharedSync) refreshAll() {
 		vals, err := s.sc.Get(ctx, keys)
 		cancel()
 		if err != nil {
-			s.log.Debug("refreshing shared spend counters failed", zap.Error(err))
+			s.failed(err)
 			return false
 		}
+		s.failingSince = time.Time{}
 		var cs []Crossing
 		for _, k := range keys {
 			a := accts[k]
@@ -552,7 +574,8 @@ func (s *sharedSync) reconcileAll() {
 	defer l.flushMu.Unlock()
 	var durable map[SharedKey]money.Pico
 	if l.cfg.Durable != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// Short: the loop (and the write-behind) wait for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		accts, err := l.cfg.Durable(ctx)
 		cancel()
 		if err != nil {

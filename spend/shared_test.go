@@ -361,3 +361,30 @@ func BenchmarkCommitShared(b *testing.B) {
 		})
 	}
 }
+
+// TestSharedDownAtStartIdle: Redis is down from the start and nothing is
+// charged: the ledger notices from its failing seeds and refreshes,
+// does not hammer the store with reconciles meanwhile, and seeds the
+// counter from the store once Redis is back.
+func TestSharedDownAtStartIdle(t *testing.T) {
+	fs, fc := newFakeStore(), newFakeCounters()
+	fs.spend["key/k"] = 3 * money.USD
+	fc.down.Store(true)
+	var reads atomic.Int32
+	durable := durableOf(fs)
+	l := NewLedger(LedgerConfig{Writer: fs, Shared: fc, FlushInterval: 50 * time.Millisecond,
+		SharedInterval: 5 * time.Millisecond, SharedRefresh: 20 * time.Millisecond,
+		Durable: func(ctx context.Context) ([]Account, error) { reads.Add(1); return durable(ctx) }})
+	t.Cleanup(func() { l.Close(context.Background()) })
+	l.Upsert(Account{Kind: store.KindKey, ID: "k", Spend: 3 * money.USD})
+	waitFor(t, "down", l.SharedDown)
+	time.Sleep(300 * time.Millisecond)
+	if n := reads.Load(); n > 3 {
+		t.Fatalf("%d store reads while Redis was down", n)
+	}
+	fc.down.Store(false)
+	waitFor(t, "counter seeded from the store", func() bool { return fc.get(store.KindKey, "k") == 3*money.USD })
+	if l.SharedDown() {
+		t.Fatal("still down")
+	}
+}
