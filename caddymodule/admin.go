@@ -46,13 +46,12 @@ func (AdminHandler) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision sets up the routes.
-func (h *AdminHandler) Provision(ctx caddy.Context) error {
+func (h *AdminHandler) Provision(ctx caddy.Context) (err error) {
 	h.logger = ctx.Logger()
-	appIface, err := ctx.App("llm_spend")
+	h.app, err = loadApp(ctx)
 	if err != nil {
-		return fmt.Errorf("loading llm_spend app: %w", err)
+		return err
 	}
-	h.app = appIface.(*App)
 	h.state = h.app.state
 	h.now = time.Now
 	mux := http.NewServeMux()

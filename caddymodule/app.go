@@ -160,6 +160,18 @@ func (a *App) Cleanup() error {
 	return errors.Join(mailErr, releaseSharedState(ctx, a.state))
 }
 
+// loadApp returns this config's llm_spend app for a handler. An app the
+// config doesn't set up is created with its defaults, so a bare
+// `llm_spend` directive runs on the embedded store. The app registers the
+// metrics, so handlers need not.
+func loadApp(ctx caddy.Context) (*App, error) {
+	appIface, err := ctx.App("llm_spend")
+	if err != nil {
+		return nil, fmt.Errorf("loading llm_spend app: %w", err)
+	}
+	return appIface.(*App), nil
+}
+
 // Interface guards
 var (
 	_ caddy.App          = (*App)(nil)

@@ -44,20 +44,14 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Provision fetches the llm_spend app; an unconfigured app is created with
 // its defaults, so `llm_spend` alone runs on the embedded store.
-func (h *Handler) Provision(ctx caddy.Context) error {
+func (h *Handler) Provision(ctx caddy.Context) (err error) {
 	h.logger = ctx.Logger()
-	appIface, err := ctx.App("llm_spend")
+	h.app, err = loadApp(ctx)
 	if err != nil {
-		return fmt.Errorf("loading llm_spend app: %w", err)
+		return err
 	}
-	h.app = appIface.(*App)
 	h.state = h.app.state
 	h.now = time.Now
-	// Caddy builds a registry per config load; the collectors are the
-	// same every time, so counts carry across reloads.
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("llm_spend: registering metrics: %w", err)
-	}
 	return nil
 }
 
