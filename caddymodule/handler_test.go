@@ -149,7 +149,7 @@ func TestVirtualKeyNeverLogged(t *testing.T) {
 	}
 	g.do("POST", "/v1/messages", map[string]string{"x-api-key": key}, `{"model":"claude-3-5-haiku-20241022","max_tokens":5,"messages":[]}`)
 	g.do("POST", "/v1/messages", map[string]string{"x-api-key": key + "x"}, `{}`) // an unknown key is logged redacted too
-	g.mustAdmin("GET", "/key/info?key="+key, nil)                                  // LiteLLM puts keys in admin URLs
+	g.mustAdmin("GET", "/key/info?key="+key, nil)                                 // LiteLLM puts keys in admin URLs
 	waitUntil(t, func() bool {
 		b, _ := os.ReadFile(logFile)
 		return strings.Count(string(b), "\n") >= 4
