@@ -60,7 +60,9 @@ func newGateway(t *testing.T, extra string) *gateway {
 		upstream: up,
 		upURL:    srv.URL,
 		extra:    extra,
-		client:   &http.Client{Timeout: 30 * time.Second},
+		// No keep-alive: a connection the old server accepted just before a
+		// reload would be closed under the next request.
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	g.base = fmt.Sprintf("http://127.0.0.1:%d", g.port)
 	g.load()
