@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
 // ClaimAlert inserts the claim, or takes over an existing one whose window
@@ -18,14 +19,14 @@ import (
 func (s *Store) ClaimAlert(ctx context.Context, c store.AlertClaim, now time.Time, ttl time.Duration) (bool, error) {
 	cutoff := int64(math.MinInt64) // no row is older than this
 	if ttl > 0 {
-		cutoff = nanos(now.Add(-ttl))
+		cutoff = sqlcodec.Nanos(now.Add(-ttl))
 	}
 	res, err := s.w.ExecContext(ctx, `INSERT INTO alert_claims (kind, id, alert_type, threshold, claim_window, sent_at)
 	VALUES (?, ?, ?, ?, ?, ?)
 	ON CONFLICT (kind, id, alert_type, threshold) DO UPDATE SET
 		claim_window = excluded.claim_window, sent_at = excluded.sent_at
 	WHERE alert_claims.claim_window <> excluded.claim_window OR alert_claims.sent_at < ?`,
-		c.Kind, c.ID, c.AlertType, c.Threshold, c.Window, nanos(now), cutoff)
+		c.Kind, c.ID, c.AlertType, c.Threshold, c.Window, sqlcodec.Nanos(now), cutoff)
 	if err != nil {
 		return false, wrap(err, "claim alert %s %s %s %d", c.Kind, c.ID, c.AlertType, c.Threshold)
 	}
@@ -49,24 +50,15 @@ func (s *Store) ReleaseAlert(ctx context.Context, c store.AlertClaim) error {
 // ListAlerts lists the claims of one entity, newest first. An empty kind
 // or id matches every kind or id.
 func (s *Store) ListAlerts(ctx context.Context, kind, id string) ([]store.AlertRecord, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT kind, id, alert_type, threshold, claim_window, sent_at
+	rows, err := s.r.QueryContext(ctx, `SELECT `+sqlcodec.AlertCols+`
 	FROM alert_claims WHERE (? = '' OR kind = ?) AND (? = '' OR id = ?)
 	ORDER BY sent_at DESC, alert_type, threshold`, kind, kind, id, id)
 	if err != nil {
 		return nil, wrap(err, "list alerts %s %s", kind, id)
 	}
 	defer rows.Close()
-	var out []store.AlertRecord
-	for rows.Next() {
-		var a store.AlertRecord
-		var sent int64
-		if err := rows.Scan(&a.Kind, &a.ID, &a.AlertType, &a.Threshold, &a.Window, &sent); err != nil {
-			return nil, wrap(err, "list alerts %s %s", kind, id)
-		}
-		a.SentAt = fromNanos(sent)
-		out = append(out, a)
-	}
-	return out, wrap(rows.Err(), "list alerts %s %s", kind, id)
+	out, err := sqlcodec.Collect(rows, sqlcodec.ScanAlert)
+	return out, wrap(err, "list alerts %s %s", kind, id)
 }
 
 // CreateInvitation stores inv; a zero CreatedAt is set to now.
@@ -75,31 +67,21 @@ func (s *Store) CreateInvitation(ctx context.Context, inv *store.Invitation) err
 	if inv.ID == "" {
 		return errors.New("sqlite: create invitation: empty id")
 	}
-	if inv.CreatedAt.IsZero() {
-		inv.CreatedAt = time.Now().UTC()
-	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO invitations (id, user_id, created_at, expires_at, accepted_at)
-	VALUES (?, ?, ?, ?, ?)`, inv.ID, inv.UserID, nanos(inv.CreatedAt), nanos(inv.ExpiresAt), ptime(inv.AcceptedAt))
+	_, err := s.w.ExecContext(ctx, sqlcodec.InsertInvitationSQL, sqlcodec.InsertInvitationArgs(inv)...)
 	return wrap(err, "create invitation")
 }
 
 // GetInvitation returns one invitation.
 func (s *Store) GetInvitation(ctx context.Context, id string) (*store.Invitation, error) {
-	var inv store.Invitation
-	var created, expires int64
-	var accepted sql.NullInt64
-	err := s.r.QueryRowContext(ctx, `SELECT id, user_id, created_at, expires_at, accepted_at
-	FROM invitations WHERE id = ?`, id).Scan(&inv.ID, &inv.UserID, &created, &expires, &accepted)
+	inv, err := sqlcodec.ScanInvitation(s.r.QueryRowContext(ctx, `SELECT `+sqlcodec.InvitationCols+`
+	FROM invitations WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("invitation")
 	}
 	if err != nil {
 		return nil, wrap(err, "get invitation")
 	}
-	inv.CreatedAt = fromNanos(created)
-	inv.ExpiresAt = fromNanos(expires)
-	inv.AcceptedAt = fromNullNanos(accepted)
-	return &inv, nil
+	return inv, nil
 }
 
 // AcceptInvitation marks the invitation used, once: store.ErrConflict if it
@@ -107,7 +89,7 @@ func (s *Store) GetInvitation(ctx context.Context, id string) (*store.Invitation
 // caller's check.
 func (s *Store) AcceptInvitation(ctx context.Context, id string, at time.Time) error {
 	res, err := s.w.ExecContext(ctx, `UPDATE invitations SET accepted_at = ? WHERE id = ? AND accepted_at IS NULL`,
-		nanos(at), id)
+		sqlcodec.Nanos(at), id)
 	if err != nil {
 		return wrap(err, "accept invitation")
 	}

@@ -7,43 +7,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
-const keyCols = `id, token, key_name, key_alias, user_id, models, max_budget, soft_budget,
-	budget_duration, budget_reset_at, spend, metadata, expires, blocked, created_at, updated_at, last_used_at`
-
-func scanKey(sc scanner) (*store.Key, error) {
-	var (
-		k                         store.Key
-		models, meta              sql.NullString
-		maxB, softB, resetAt      sql.NullInt64
-		expires, lastUsed         sql.NullInt64
-		spend, blocked, cr, updat int64
-	)
-	if err := sc.Scan(&k.ID, &k.Token, &k.KeyName, &k.KeyAlias, &k.UserID, &models, &maxB, &softB,
-		&k.BudgetDuration, &resetAt, &spend, &meta, &expires, &blocked, &cr, &updat, &lastUsed); err != nil {
-		return nil, err
-	}
-	var err error
-	if k.Models, err = fromJSONList(models); err != nil {
-		return nil, fmt.Errorf("key %s: models: %w", k.ID, err)
-	}
-	if k.Metadata, err = fromJSONMap(meta); err != nil {
-		return nil, fmt.Errorf("key %s: metadata: %w", k.ID, err)
-	}
-	k.MaxBudget = fromNullPico(maxB)
-	k.SoftBudget = fromNullPico(softB)
-	k.BudgetResetAt = fromNullNanos(resetAt)
-	k.Spend = money.Pico(spend)
-	k.Expires = fromNullNanos(expires)
-	k.Blocked = blocked != 0
-	k.CreatedAt = fromNanos(cr)
-	k.UpdatedAt = fromNanos(updat)
-	k.LastUsedAt = fromNullNanos(lastUsed)
-	return &k, nil
-}
+const keyCols = sqlcodec.KeyCols
 
 // CreateKey inserts k, filling CreatedAt and UpdatedAt when zero.
 // store.ErrConflict on a duplicate ID, Token or non-empty KeyAlias.
@@ -51,31 +19,16 @@ func (s *Store) CreateKey(ctx context.Context, k *store.Key) error {
 	if k.ID == "" || k.Token == "" {
 		return errors.New("sqlite: create key: empty id or token")
 	}
-	models, err := jsonList(k.Models)
-	if err != nil {
-		return wrap(err, "create key %s: models", k.ID)
+	args, err := sqlcodec.InsertKeyArgs(k)
+	if err == nil {
+		_, err = s.w.ExecContext(ctx, sqlcodec.InsertKeySQL, args...)
 	}
-	meta, err := jsonMap(k.Metadata)
-	if err != nil {
-		return wrap(err, "create key %s: metadata", k.ID)
-	}
-	now := time.Now().UTC()
-	if k.CreatedAt.IsZero() {
-		k.CreatedAt = now
-	}
-	if k.UpdatedAt.IsZero() {
-		k.UpdatedAt = k.CreatedAt
-	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO keys (`+keyCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		k.ID, k.Token, k.KeyName, k.KeyAlias, k.UserID, models, ppico(k.MaxBudget), ppico(k.SoftBudget),
-		k.BudgetDuration, ptime(k.BudgetResetAt), int64(k.Spend), meta, ptime(k.Expires), boolInt(k.Blocked),
-		nanos(k.CreatedAt), nanos(k.UpdatedAt), ptime(k.LastUsedAt))
 	return wrap(err, "create key %s", k.ID)
 }
 
 // GetKeyByToken returns the key whose current token is token.
 func (s *Store) GetKeyByToken(ctx context.Context, token string) (*store.Key, error) {
-	k, err := scanKey(s.r.QueryRowContext(ctx, `SELECT `+keyCols+` FROM keys WHERE token = ?`, token))
+	k, err := sqlcodec.ScanKey(s.r.QueryRowContext(ctx, `SELECT `+keyCols+` FROM keys WHERE token = ?`, token))
 	if errors.Is(err, sql.ErrNoRows) {
 		// The token itself stays out of errors and logs.
 		return nil, notFound("key by token")
@@ -88,7 +41,7 @@ func (s *Store) GetKeyByToken(ctx context.Context, token string) (*store.Key, er
 
 // GetKey returns the key with this ID.
 func (s *Store) GetKey(ctx context.Context, id string) (*store.Key, error) {
-	k, err := scanKey(s.r.QueryRowContext(ctx, `SELECT `+keyCols+` FROM keys WHERE id = ?`, id))
+	k, err := sqlcodec.ScanKey(s.r.QueryRowContext(ctx, `SELECT `+keyCols+` FROM keys WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("key %s", id)
 	}
@@ -111,45 +64,18 @@ func (s *Store) ListKeys(ctx context.Context, userID string) ([]store.Key, error
 		return nil, wrap(err, "list keys")
 	}
 	defer rows.Close()
-	var out []store.Key
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, wrap(err, "list keys")
-		}
-		out = append(out, *k)
-	}
-	return out, wrap(rows.Err(), "list keys")
+	out, err := sqlcodec.Collect(rows, sqlcodec.ScanKey)
+	return out, wrap(err, "list keys")
 }
 
 // UpdateKey replaces every field but ID, Token, KeyName, Spend,
 // BudgetResetAt, CreatedAt and LastUsedAt. A zero UpdatedAt is set to now.
 func (s *Store) UpdateKey(ctx context.Context, k *store.Key) error {
-	models, err := jsonList(k.Models)
-	if err != nil {
-		return wrap(err, "update key %s: models", k.ID)
-	}
-	meta, err := jsonMap(k.Metadata)
-	if err != nil {
-		return wrap(err, "update key %s: metadata", k.ID)
-	}
-	if k.UpdatedAt.IsZero() {
-		k.UpdatedAt = time.Now().UTC()
-	}
-	res, err := s.w.ExecContext(ctx, `UPDATE keys SET key_alias = ?, user_id = ?, models = ?,
-	max_budget = ?, soft_budget = ?, budget_duration = ?, metadata = ?, expires = ?, blocked = ?, updated_at = ?
-	WHERE id = ?`,
-		k.KeyAlias, k.UserID, models, ppico(k.MaxBudget), ppico(k.SoftBudget), k.BudgetDuration, meta,
-		ptime(k.Expires), boolInt(k.Blocked), nanos(k.UpdatedAt), k.ID)
+	args, err := sqlcodec.UpdateKeyArgs(k)
 	if err != nil {
 		return wrap(err, "update key %s", k.ID)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return wrap(err, "update key %s", k.ID)
-	} else if n == 0 {
-		return notFound("update key %s", k.ID)
-	}
-	return nil
+	return s.execOne(ctx, sqlcodec.UpdateKeySQL, args, "update key %s", k.ID)
 }
 
 // RegenerateKey swaps the token of key id in one statement and returns the
@@ -158,8 +84,7 @@ func (s *Store) RegenerateKey(ctx context.Context, id, newToken, newKeyName stri
 	if newToken == "" {
 		return nil, fmt.Errorf("sqlite: regenerate key %s: empty token", id)
 	}
-	k, err := scanKey(s.w.QueryRowContext(ctx, `UPDATE keys SET token = ?, key_name = ?, updated_at = ?
-	WHERE id = ? RETURNING `+keyCols,
+	k, err := sqlcodec.ScanKey(s.w.QueryRowContext(ctx, sqlcodec.RegenerateKeySQL,
 		newToken, newKeyName, time.Now().UnixNano(), id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("regenerate key %s", id)
@@ -220,7 +145,7 @@ func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) er
 		}
 		defer stmt.Close()
 		for id, at := range lastUsed {
-			n := nanos(at)
+			n := sqlcodec.Nanos(at)
 			if _, err := stmt.ExecContext(ctx, n, id, n); err != nil {
 				return err
 			}

@@ -4,55 +4,19 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
-const msgCols = `id, idempotency_key, kind, recipients, subject, html, text, sensitive, status, attempts,
-	next_attempt_at, lease_until, last_error, provider_id, backend, created_at, sent_at`
-
-func scanMsg(sc scanner) (*store.OutboxMessage, error) {
-	var (
-		m                  store.OutboxMessage
-		idem               sql.NullString
-		recipients         string
-		sensitive, nextAt  int64
-		createdAt          int64
-		leaseUntil, sentAt sql.NullInt64
-	)
-	if err := sc.Scan(&m.ID, &idem, &m.Kind, &recipients, &m.Subject, &m.HTML, &m.Text, &sensitive,
-		&m.Status, &m.Attempts, &nextAt, &leaseUntil, &m.LastError, &m.ProviderID, &m.Backend,
-		&createdAt, &sentAt); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal([]byte(recipients), &m.To); err != nil {
-		return nil, fmt.Errorf("message %d: recipients: %w", m.ID, err)
-	}
-	m.IdempotencyKey = idem.String
-	m.Sensitive = sensitive != 0
-	m.NextAttemptAt = fromNanos(nextAt)
-	m.LeaseUntil = fromNullNanos(leaseUntil)
-	m.CreatedAt = fromNanos(createdAt)
-	m.SentAt = fromNullNanos(sentAt)
-	return &m, nil
-}
+const msgCols = sqlcodec.MsgCols
 
 func scanMsgs(rows *sql.Rows) ([]store.OutboxMessage, error) {
 	defer rows.Close()
-	var out []store.OutboxMessage
-	for rows.Next() {
-		m, err := scanMsg(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *m)
-	}
-	return out, rows.Err()
+	return sqlcodec.Collect(rows, sqlcodec.ScanMsg)
 }
 
 // Enqueue commits m as pending and returns its ID. A zero NextAttemptAt or
@@ -60,34 +24,13 @@ func scanMsgs(rows *sql.Rows) ([]store.OutboxMessage, error) {
 // exists, its ID is returned and nothing is written. An empty
 // IdempotencyKey is stored as NULL and never de-duplicates.
 func (s *Store) Enqueue(ctx context.Context, m *store.OutboxMessage) (int64, error) {
-	to := m.To
-	if to == nil {
-		to = []string{}
-	}
-	recipients, err := json.Marshal(to)
+	idem, args, err := sqlcodec.EnqueueArgs(m)
 	if err != nil {
 		return 0, wrap(err, "enqueue")
 	}
-	now := time.Now().UTC()
-	next, created := m.NextAttemptAt, m.CreatedAt
-	if next.IsZero() {
-		next = now
-	}
-	if created.IsZero() {
-		created = now
-	}
-	var idem any
-	if m.IdempotencyKey != "" {
-		idem = m.IdempotencyKey
-	}
 	var id int64
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `INSERT INTO outbox (idempotency_key, kind, recipients, subject, html, text,
-		sensitive, status, attempts, next_attempt_at, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)
-		ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
-			idem, m.Kind, string(recipients), m.Subject, m.HTML, m.Text, boolInt(m.Sensitive),
-			store.StatusPending, nanos(next), nanos(created)).Scan(&id)
+		err := tx.QueryRowContext(ctx, sqlcodec.EnqueueSQL, args...).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			// Same transaction, under the write lock: the row cannot vanish in between.
 			return tx.QueryRowContext(ctx, `SELECT id FROM outbox WHERE idempotency_key = ?`, idem).Scan(&id)
@@ -107,7 +50,7 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, lease time.Duration
 	if limit <= 0 {
 		return nil, nil
 	}
-	n := nanos(now)
+	n := sqlcodec.Nanos(now)
 	rows, err := s.w.QueryContext(ctx, `UPDATE outbox SET status = ?, lease_until = ?, attempts = attempts + 1
 	WHERE id IN (
 		SELECT id FROM outbox
@@ -116,7 +59,7 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, lease time.Duration
 		LIMIT ?
 	)
 	RETURNING `+msgCols,
-		store.StatusSending, nanos(now.Add(lease)),
+		store.StatusSending, sqlcodec.Nanos(now.Add(lease)),
 		store.StatusPending, n, store.StatusSending, n, limit)
 	if err != nil {
 		return nil, wrap(err, "claim due")
@@ -138,7 +81,7 @@ const blankSensitive = `html = CASE WHEN sensitive <> 0 THEN '' ELSE html END,
 func (s *Store) MarkSent(ctx context.Context, id int64, backend, providerID string, at time.Time) error {
 	res, err := s.w.ExecContext(ctx, `UPDATE outbox SET status = ?, backend = ?, provider_id = ?, sent_at = ?,
 	lease_until = NULL, last_error = '', `+blankSensitive+` WHERE id = ?`,
-		store.StatusSent, backend, providerID, nanos(at), id)
+		store.StatusSent, backend, providerID, sqlcodec.Nanos(at), id)
 	return s.checkMsgUpdate(ctx, res, err, id, "mark sent")
 }
 
@@ -148,7 +91,7 @@ func (s *Store) MarkSent(ctx context.Context, id int64, backend, providerID stri
 func (s *Store) MarkRetry(ctx context.Context, id int64, next time.Time, errMsg string) error {
 	res, err := s.w.ExecContext(ctx, `UPDATE outbox SET status = ?, next_attempt_at = ?, last_error = ?,
 	lease_until = NULL WHERE id = ? AND status <> ?`,
-		store.StatusPending, nanos(next), errMsg, id, store.StatusSent)
+		store.StatusPending, sqlcodec.Nanos(next), errMsg, id, store.StatusSent)
 	return s.checkMsgUpdate(ctx, res, err, id, "mark retry")
 }
 
@@ -167,7 +110,7 @@ func (s *Store) MarkFailed(ctx context.Context, id int64, errMsg string) error {
 func (s *Store) Requeue(ctx context.Context, id int64, now time.Time) error {
 	res, err := s.w.ExecContext(ctx, `UPDATE outbox SET status = ?, next_attempt_at = ?, lease_until = NULL
 	WHERE id = ? AND status = ? AND sensitive = 0`,
-		store.StatusPending, nanos(now), id, store.StatusFailed)
+		store.StatusPending, sqlcodec.Nanos(now), id, store.StatusFailed)
 	return s.checkMsgUpdate(ctx, res, err, id, "requeue")
 }
 
@@ -196,7 +139,7 @@ func (s *Store) checkMsgUpdate(ctx context.Context, res sql.Result, err error, i
 
 // GetMessage returns one message.
 func (s *Store) GetMessage(ctx context.Context, id int64) (*store.OutboxMessage, error) {
-	m, err := scanMsg(s.r.QueryRowContext(ctx, `SELECT `+msgCols+` FROM outbox WHERE id = ?`, id))
+	m, err := sqlcodec.ScanMsg(s.r.QueryRowContext(ctx, `SELECT `+msgCols+` FROM outbox WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("message %d", id)
 	}
@@ -230,24 +173,11 @@ func (s *Store) ListOutbox(ctx context.Context, status string, limit int) ([]sto
 // OutboxCounts returns the number of messages per status; the four known
 // statuses are always present, so gauges drop to 0 rather than vanish.
 func (s *Store) OutboxCounts(ctx context.Context) (map[string]int, error) {
-	out := map[string]int{
-		store.StatusPending: 0,
-		store.StatusSending: 0,
-		store.StatusSent:    0,
-		store.StatusFailed:  0,
-	}
-	rows, err := s.r.QueryContext(ctx, `SELECT status, COUNT(*) FROM outbox GROUP BY status`)
+	rows, err := s.r.QueryContext(ctx, sqlcodec.CountStatusesSQL)
 	if err != nil {
 		return nil, wrap(err, "outbox counts")
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, wrap(err, "outbox counts")
-		}
-		out[st] = n
-	}
-	return out, wrap(rows.Err(), "outbox counts")
+	out, err := sqlcodec.CountStatuses(rows)
+	return out, wrap(err, "outbox counts")
 }

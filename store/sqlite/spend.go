@@ -5,8 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 
-	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
 // Statements per entity kind. "IS ?" is SQLite's NULL-safe equality (both
@@ -22,14 +22,6 @@ var (
 	}
 )
 
-const dailySQL = `INSERT INTO daily_spend (key_id, model, day, spend, input_tokens, output_tokens, requests)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (key_id, model, day) DO UPDATE SET
-	spend = daily_spend.spend + excluded.spend,
-	input_tokens = daily_spend.input_tokens + excluded.input_tokens,
-	output_tokens = daily_spend.output_tokens + excluded.output_tokens,
-	requests = daily_spend.requests + excluded.requests`
-
 // ApplySpend applies one flush in one transaction: resets first, then
 // deltas, then daily rows. Resets go first so a delta charged under the new
 // window (To) lands after the reset that opens that window in the same
@@ -37,15 +29,8 @@ ON CONFLICT (key_id, model, day) DO UPDATE SET
 // would amount to anyway once the reset zeroes spend. Deltas and resets for
 // entities that no longer exist change nothing.
 func (s *Store) ApplySpend(ctx context.Context, b store.SpendBatch) error {
-	for _, d := range b.Deltas {
-		if _, ok := deltaSQL[d.Kind]; !ok {
-			return fmt.Errorf("sqlite: apply spend: unknown kind %q", d.Kind)
-		}
-	}
-	for _, r := range b.Resets {
-		if _, ok := resetSQL[r.Kind]; !ok {
-			return fmt.Errorf("sqlite: apply spend: unknown kind %q", r.Kind)
-		}
+	if err := sqlcodec.CheckKinds(b); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
 	}
 	if len(b.Deltas) == 0 && len(b.Resets) == 0 && len(b.Daily) == 0 {
 		return nil
@@ -73,7 +58,7 @@ func (s *Store) ApplySpend(ctx context.Context, b store.SpendBatch) error {
 			if err != nil {
 				return err
 			}
-			if _, err := st.ExecContext(ctx, nanos(r.To), r.ID, ptime(r.From)); err != nil {
+			if _, err := st.ExecContext(ctx, sqlcodec.Nanos(r.To), r.ID, sqlcodec.NullNanos(r.From)); err != nil {
 				return fmt.Errorf("reset %s %s: %w", r.Kind, r.ID, err)
 			}
 		}
@@ -85,18 +70,17 @@ func (s *Store) ApplySpend(ctx context.Context, b store.SpendBatch) error {
 			if err != nil {
 				return err
 			}
-			if _, err := st.ExecContext(ctx, int64(d.Amount), d.ID, ptime(d.Window)); err != nil {
+			if _, err := st.ExecContext(ctx, int64(d.Amount), d.ID, sqlcodec.NullNanos(d.Window)); err != nil {
 				return fmt.Errorf("delta %s %s: %w", d.Kind, d.ID, err)
 			}
 		}
 		if len(b.Daily) > 0 {
-			st, err := prep(dailySQL)
+			st, err := prep(sqlcodec.DailySQL)
 			if err != nil {
 				return err
 			}
 			for _, d := range b.Daily {
-				if _, err := st.ExecContext(ctx, d.KeyID, d.Model, d.Day, int64(d.Spend),
-					d.InputTokens, d.OutputTokens, d.Requests); err != nil {
+				if _, err := st.ExecContext(ctx, sqlcodec.DailyArgs(&d)...); err != nil {
 					return fmt.Errorf("daily %s %s %s: %w", d.KeyID, d.Model, d.Day, err)
 				}
 			}
@@ -109,21 +93,12 @@ func (s *Store) ApplySpend(ctx context.Context, b store.SpendBatch) error {
 // DailySpendFor returns one key's history between two days inclusive,
 // ordered by day then model.
 func (s *Store) DailySpendFor(ctx context.Context, keyID, fromDay, toDay string) ([]store.DailySpend, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT key_id, model, day, spend, input_tokens, output_tokens, requests
+	rows, err := s.r.QueryContext(ctx, `SELECT `+sqlcodec.DailyCols+`
 	FROM daily_spend WHERE key_id = ? AND day >= ? AND day <= ? ORDER BY day, model`, keyID, fromDay, toDay)
 	if err != nil {
 		return nil, wrap(err, "daily spend %s", keyID)
 	}
 	defer rows.Close()
-	var out []store.DailySpend
-	for rows.Next() {
-		var d store.DailySpend
-		var spend int64
-		if err := rows.Scan(&d.KeyID, &d.Model, &d.Day, &spend, &d.InputTokens, &d.OutputTokens, &d.Requests); err != nil {
-			return nil, wrap(err, "daily spend %s", keyID)
-		}
-		d.Spend = money.Pico(spend)
-		out = append(out, d)
-	}
-	return out, wrap(rows.Err(), "daily spend %s", keyID)
+	out, err := sqlcodec.Collect(rows, sqlcodec.ScanDaily)
+	return out, wrap(err, "daily spend %s", keyID)
 }

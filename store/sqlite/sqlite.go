@@ -20,17 +20,14 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
-	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
 
 	sqlite "modernc.org/sqlite"
@@ -179,137 +176,26 @@ func wrap(err error, format string, args ...any) error {
 	return fmt.Errorf("sqlite: %s: %w", msg, err)
 }
 
+// execOne runs q on the writer: store.ErrNotFound when it changed no row.
+func (s *Store) execOne(ctx context.Context, q string, args []any, format string, fargs ...any) error {
+	res, err := s.w.ExecContext(ctx, q, args...)
+	if err != nil {
+		return wrap(err, format, fargs...)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return wrap(err, format, fargs...)
+	} else if n == 0 {
+		return notFound(format, fargs...)
+	}
+	return nil
+}
+
 func notFound(format string, args ...any) error {
 	return fmt.Errorf("sqlite: "+format+": %w", append(args, store.ErrNotFound)...)
 }
 
 func conflict(format string, args ...any) error {
 	return fmt.Errorf("sqlite: "+format+": %w", append(args, store.ErrConflict)...)
-}
-
-// --- value encoding ---
-
-// nanos encodes t as unix nanoseconds; the zero time is 0. Times outside
-// the int64 nanosecond range (years before 1678 or after 2262) are clamped
-// to it: such values only come from "never"-style inputs.
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	if t.Before(minTime) {
-		return math.MinInt64 + 1
-	}
-	if t.After(maxTime) {
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
-
-var (
-	minTime = time.Unix(0, math.MinInt64+1)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
-
-// ptime encodes an optional time: nil is NULL.
-func ptime(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return nanos(*t)
-}
-
-func fromNullNanos(n sql.NullInt64) *time.Time {
-	if !n.Valid {
-		return nil
-	}
-	t := fromNanos(n.Int64)
-	return &t
-}
-
-func ppico(p *money.Pico) any {
-	if p == nil {
-		return nil
-	}
-	return int64(*p)
-}
-
-func fromNullPico(n sql.NullInt64) *money.Pico {
-	if !n.Valid {
-		return nil
-	}
-	p := money.Pico(n.Int64)
-	return &p
-}
-
-func boolInt(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// jsonList encodes a string list; nil is NULL so nil and empty stay distinct.
-func jsonList(l []string) (any, error) {
-	if l == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(l)
-	if err != nil {
-		return nil, err
-	}
-	return string(b), nil
-}
-
-func fromJSONList(s sql.NullString) ([]string, error) {
-	if !s.Valid {
-		return nil, nil
-	}
-	var l []string
-	if err := json.Unmarshal([]byte(s.String), &l); err != nil {
-		return nil, err
-	}
-	if l == nil {
-		l = []string{}
-	}
-	return l, nil
-}
-
-// jsonMap encodes metadata; nil is NULL.
-func jsonMap(m map[string]any) (any, error) {
-	if m == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	return string(b), nil
-}
-
-func fromJSONMap(s sql.NullString) (map[string]any, error) {
-	if !s.Valid {
-		return nil, nil
-	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(s.String), &m); err != nil {
-		return nil, err
-	}
-	if m == nil {
-		m = map[string]any{}
-	}
-	return m, nil
-}
-
-// scanner is *sql.Row or *sql.Rows.
-type scanner interface {
-	Scan(dest ...any) error
 }
 
 // placeholders returns "?,?,...,?" with n marks.

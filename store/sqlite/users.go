@@ -4,72 +4,28 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
-	"time"
 
-	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
-const userCols = `user_id, user_email, user_alias, user_role, models, max_budget, soft_budget,
-	budget_duration, budget_reset_at, spend, metadata, created_at, updated_at`
-
-func scanUser(sc scanner) (*store.User, error) {
-	var (
-		u                     store.User
-		models, meta          sql.NullString
-		maxB, softB, resetAt  sql.NullInt64
-		spend, created, updat int64
-	)
-	if err := sc.Scan(&u.UserID, &u.UserEmail, &u.UserAlias, &u.UserRole, &models, &maxB, &softB,
-		&u.BudgetDuration, &resetAt, &spend, &meta, &created, &updat); err != nil {
-		return nil, err
-	}
-	var err error
-	if u.Models, err = fromJSONList(models); err != nil {
-		return nil, fmt.Errorf("user %s: models: %w", u.UserID, err)
-	}
-	if u.Metadata, err = fromJSONMap(meta); err != nil {
-		return nil, fmt.Errorf("user %s: metadata: %w", u.UserID, err)
-	}
-	u.MaxBudget = fromNullPico(maxB)
-	u.SoftBudget = fromNullPico(softB)
-	u.BudgetResetAt = fromNullNanos(resetAt)
-	u.Spend = money.Pico(spend)
-	u.CreatedAt = fromNanos(created)
-	u.UpdatedAt = fromNanos(updat)
-	return &u, nil
-}
+const userCols = sqlcodec.UserCols
 
 // CreateUser inserts u, filling CreatedAt and UpdatedAt when zero.
 func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 	if u.UserID == "" {
 		return errors.New("sqlite: create user: empty user id")
 	}
-	models, err := jsonList(u.Models)
-	if err != nil {
-		return wrap(err, "create user %s: models", u.UserID)
+	args, err := sqlcodec.InsertUserArgs(u)
+	if err == nil {
+		_, err = s.w.ExecContext(ctx, sqlcodec.InsertUserSQL, args...)
 	}
-	meta, err := jsonMap(u.Metadata)
-	if err != nil {
-		return wrap(err, "create user %s: metadata", u.UserID)
-	}
-	now := time.Now().UTC()
-	if u.CreatedAt.IsZero() {
-		u.CreatedAt = now
-	}
-	if u.UpdatedAt.IsZero() {
-		u.UpdatedAt = u.CreatedAt
-	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		u.UserID, u.UserEmail, u.UserAlias, u.UserRole, models, ppico(u.MaxBudget), ppico(u.SoftBudget),
-		u.BudgetDuration, ptime(u.BudgetResetAt), int64(u.Spend), meta, nanos(u.CreatedAt), nanos(u.UpdatedAt))
 	return wrap(err, "create user %s", u.UserID)
 }
 
 // GetUser returns one user or store.ErrNotFound.
 func (s *Store) GetUser(ctx context.Context, userID string) (*store.User, error) {
-	u, err := scanUser(s.r.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE user_id = ?`, userID))
+	u, err := sqlcodec.ScanUser(s.r.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE user_id = ?`, userID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("user %s", userID)
 	}
@@ -86,43 +42,16 @@ func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 		return nil, wrap(err, "list users")
 	}
 	defer rows.Close()
-	var out []store.User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, wrap(err, "list users")
-		}
-		out = append(out, *u)
-	}
-	return out, wrap(rows.Err(), "list users")
+	out, err := sqlcodec.Collect(rows, sqlcodec.ScanUser)
+	return out, wrap(err, "list users")
 }
 
 // UpdateUser replaces every field but Spend, BudgetResetAt and CreatedAt.
 // A zero UpdatedAt is set to now.
 func (s *Store) UpdateUser(ctx context.Context, u *store.User) error {
-	models, err := jsonList(u.Models)
-	if err != nil {
-		return wrap(err, "update user %s: models", u.UserID)
-	}
-	meta, err := jsonMap(u.Metadata)
-	if err != nil {
-		return wrap(err, "update user %s: metadata", u.UserID)
-	}
-	if u.UpdatedAt.IsZero() {
-		u.UpdatedAt = time.Now().UTC()
-	}
-	res, err := s.w.ExecContext(ctx, `UPDATE users SET user_email = ?, user_alias = ?, user_role = ?,
-	models = ?, max_budget = ?, soft_budget = ?, budget_duration = ?, metadata = ?, updated_at = ?
-	WHERE user_id = ?`,
-		u.UserEmail, u.UserAlias, u.UserRole, models, ppico(u.MaxBudget), ppico(u.SoftBudget),
-		u.BudgetDuration, meta, nanos(u.UpdatedAt), u.UserID)
+	args, err := sqlcodec.UpdateUserArgs(u)
 	if err != nil {
 		return wrap(err, "update user %s", u.UserID)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return wrap(err, "update user %s", u.UserID)
-	} else if n == 0 {
-		return notFound("update user %s", u.UserID)
-	}
-	return nil
+	return s.execOne(ctx, sqlcodec.UpdateUserSQL, args, "update user %s", u.UserID)
 }

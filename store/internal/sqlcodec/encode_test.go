@@ -1,4 +1,4 @@
-package sqlite
+package sqlcodec
 
 import (
 	"math"
@@ -17,8 +17,8 @@ func FuzzTimeRoundTrip(f *testing.F) {
 	f.Add(int64(253402300799), int64(0)) // 9999-12-31
 	f.Fuzz(func(t *testing.T, sec, nsec int64) {
 		in := time.Unix(sec, nsec%1e9).In(time.FixedZone("Z", 3600))
-		n := nanos(in)
-		out := fromNanos(n)
+		n := Nanos(in)
+		out := FromNanos(n)
 		switch {
 		case in.IsZero():
 			if n != 0 || !out.IsZero() {
