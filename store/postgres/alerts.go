@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
 // ClaimAlert inserts the claim, or takes over an existing one whose window
@@ -21,7 +22,7 @@ import (
 func (s *Store) ClaimAlert(ctx context.Context, c store.AlertClaim, now time.Time, ttl time.Duration) (bool, error) {
 	cutoff := int64(math.MinInt64) // no row is older than this
 	if ttl > 0 {
-		cutoff = nanos(now.Add(-ttl))
+		cutoff = sqlcodec.Nanos(now.Add(-ttl))
 	}
 	var won bool
 	err := s.pool.QueryRow(ctx, `INSERT INTO alert_claims (kind, id, alert_type, threshold, claim_window, sent_at)
@@ -30,7 +31,7 @@ func (s *Store) ClaimAlert(ctx context.Context, c store.AlertClaim, now time.Tim
 		claim_window = excluded.claim_window, sent_at = excluded.sent_at
 	WHERE alert_claims.claim_window <> excluded.claim_window OR alert_claims.sent_at < $7
 	RETURNING TRUE`,
-		c.Kind, c.ID, c.AlertType, c.Threshold, c.Window, nanos(now), cutoff).Scan(&won)
+		c.Kind, c.ID, c.AlertType, c.Threshold, c.Window, sqlcodec.Nanos(now), cutoff).Scan(&won)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -53,25 +54,18 @@ func (s *Store) ReleaseAlert(ctx context.Context, c store.AlertClaim) error {
 // ListAlerts lists the claims of one entity, newest first. An empty kind
 // or id matches every kind or id.
 func (s *Store) ListAlerts(ctx context.Context, kind, id string) ([]store.AlertRecord, error) {
-	rows, err := s.pool.Query(ctx, `SELECT kind, id, alert_type, threshold, claim_window, sent_at
+	rows, err := s.pool.Query(ctx, `SELECT `+sqlcodec.AlertCols+`
 	FROM alert_claims WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR id = $2)
 	ORDER BY sent_at DESC, alert_type COLLATE "C", threshold`, kind, id)
 	if err != nil {
 		return nil, wrap(err, "list alerts %s %s", kind, id)
 	}
 	defer rows.Close()
-	var out []store.AlertRecord
-	for rows.Next() {
-		var a store.AlertRecord
-		var sent int64
-		if err := rows.Scan(&a.Kind, &a.ID, &a.AlertType, &a.Threshold, &a.Window, &sent); err != nil {
-			return nil, wrap(err, "list alerts %s %s", kind, id)
-		}
-		a.SentAt = fromNanos(sent)
-		out = append(out, a)
-	}
-	return out, wrap(rows.Err(), "list alerts %s %s", kind, id)
+	out, err := sqlcodec.Collect(rows, sqlcodec.ScanAlert)
+	return out, wrap(err, "list alerts %s %s", kind, id)
 }
+
+var insertInvitationSQL = sqlcodec.Dollar(sqlcodec.InsertInvitationSQL)
 
 // CreateInvitation stores inv; a zero CreatedAt is set to now.
 // store.ErrConflict on a duplicate ID.
@@ -79,31 +73,21 @@ func (s *Store) CreateInvitation(ctx context.Context, inv *store.Invitation) err
 	if inv.ID == "" {
 		return errors.New("postgres: create invitation: empty id")
 	}
-	if inv.CreatedAt.IsZero() {
-		inv.CreatedAt = time.Now().UTC()
-	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO invitations (id, user_id, created_at, expires_at, accepted_at)
-	VALUES ($1, $2, $3, $4, $5)`, inv.ID, inv.UserID, nanos(inv.CreatedAt), nanos(inv.ExpiresAt), ptime(inv.AcceptedAt))
+	_, err := s.pool.Exec(ctx, insertInvitationSQL, sqlcodec.InsertInvitationArgs(inv)...)
 	return wrap(err, "create invitation")
 }
 
 // GetInvitation returns one invitation.
 func (s *Store) GetInvitation(ctx context.Context, id string) (*store.Invitation, error) {
-	var inv store.Invitation
-	var created, expires int64
-	var accepted *int64
-	err := s.pool.QueryRow(ctx, `SELECT id, user_id, created_at, expires_at, accepted_at
-	FROM invitations WHERE id = $1`, id).Scan(&inv.ID, &inv.UserID, &created, &expires, &accepted)
+	inv, err := sqlcodec.ScanInvitation(s.pool.QueryRow(ctx, `SELECT `+sqlcodec.InvitationCols+`
+	FROM invitations WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("invitation")
 	}
 	if err != nil {
 		return nil, wrap(err, "get invitation")
 	}
-	inv.CreatedAt = fromNanos(created)
-	inv.ExpiresAt = fromNanos(expires)
-	inv.AcceptedAt = fromNullNanos(accepted)
-	return &inv, nil
+	return inv, nil
 }
 
 // AcceptInvitation marks the invitation used, once: store.ErrConflict if it
@@ -111,7 +95,7 @@ func (s *Store) GetInvitation(ctx context.Context, id string) (*store.Invitation
 // caller's check.
 func (s *Store) AcceptInvitation(ctx context.Context, id string, at time.Time) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE invitations SET accepted_at = $1 WHERE id = $2 AND accepted_at IS NULL`,
-		nanos(at), id)
+		sqlcodec.Nanos(at), id)
 	if err != nil {
 		return wrap(err, "accept invitation")
 	}

@@ -9,42 +9,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
-const keyCols = `id, token, key_name, key_alias, user_id, models, max_budget, soft_budget,
-	budget_duration, budget_reset_at, spend, metadata, expires, blocked, created_at, updated_at, last_used_at`
+const keyCols = sqlcodec.KeyCols
 
-func scanKey(row pgx.Row) (*store.Key, error) {
-	var (
-		k                    store.Key
-		models, meta         []byte
-		maxB, softB, resetAt *int64
-		expires, lastUsed    *int64
-		spend, cr, updat     int64
-	)
-	if err := row.Scan(&k.ID, &k.Token, &k.KeyName, &k.KeyAlias, &k.UserID, &models, &maxB, &softB,
-		&k.BudgetDuration, &resetAt, &spend, &meta, &expires, &k.Blocked, &cr, &updat, &lastUsed); err != nil {
-		return nil, err
-	}
-	var err error
-	if k.Models, err = fromJSONList(models); err != nil {
-		return nil, fmt.Errorf("key %s: models: %w", k.ID, err)
-	}
-	if k.Metadata, err = fromJSONMap(meta); err != nil {
-		return nil, fmt.Errorf("key %s: metadata: %w", k.ID, err)
-	}
-	k.MaxBudget = fromNullPico(maxB)
-	k.SoftBudget = fromNullPico(softB)
-	k.BudgetResetAt = fromNullNanos(resetAt)
-	k.Spend = money.Pico(spend)
-	k.Expires = fromNullNanos(expires)
-	k.CreatedAt = fromNanos(cr)
-	k.UpdatedAt = fromNanos(updat)
-	k.LastUsedAt = fromNullNanos(lastUsed)
-	return &k, nil
-}
+var (
+	insertKeySQL     = sqlcodec.Dollar(sqlcodec.InsertKeySQL)
+	updateKeySQL     = sqlcodec.Dollar(sqlcodec.UpdateKeySQL)
+	regenerateKeySQL = sqlcodec.Dollar(sqlcodec.RegenerateKeySQL)
+)
 
 // CreateKey inserts k, filling CreatedAt and UpdatedAt when zero.
 // store.ErrConflict on a duplicate ID, Token or non-empty KeyAlias.
@@ -52,32 +27,16 @@ func (s *Store) CreateKey(ctx context.Context, k *store.Key) error {
 	if k.ID == "" || k.Token == "" {
 		return errors.New("postgres: create key: empty id or token")
 	}
-	models, err := jsonList(k.Models)
-	if err != nil {
-		return wrap(err, "create key %s: models", k.ID)
+	args, err := sqlcodec.InsertKeyArgs(k)
+	if err == nil {
+		_, err = s.pool.Exec(ctx, insertKeySQL, args...)
 	}
-	meta, err := jsonMap(k.Metadata)
-	if err != nil {
-		return wrap(err, "create key %s: metadata", k.ID)
-	}
-	now := time.Now().UTC()
-	if k.CreatedAt.IsZero() {
-		k.CreatedAt = now
-	}
-	if k.UpdatedAt.IsZero() {
-		k.UpdatedAt = k.CreatedAt
-	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO keys (`+keyCols+`)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
-		k.ID, k.Token, k.KeyName, k.KeyAlias, k.UserID, models, ppico(k.MaxBudget), ppico(k.SoftBudget),
-		k.BudgetDuration, ptime(k.BudgetResetAt), int64(k.Spend), meta, ptime(k.Expires), k.Blocked,
-		nanos(k.CreatedAt), nanos(k.UpdatedAt), ptime(k.LastUsedAt))
 	return wrap(err, "create key %s", k.ID)
 }
 
 // GetKeyByToken returns the key whose current token is token.
 func (s *Store) GetKeyByToken(ctx context.Context, token string) (*store.Key, error) {
-	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM keys WHERE token = $1`, token))
+	k, err := sqlcodec.ScanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM keys WHERE token = $1`, token))
 	if errors.Is(err, pgx.ErrNoRows) {
 		// The token itself stays out of errors and logs.
 		return nil, notFound("key by token")
@@ -90,7 +49,7 @@ func (s *Store) GetKeyByToken(ctx context.Context, token string) (*store.Key, er
 
 // GetKey returns the key with this ID.
 func (s *Store) GetKey(ctx context.Context, id string) (*store.Key, error) {
-	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM keys WHERE id = $1`, id))
+	k, err := sqlcodec.ScanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM keys WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("key %s", id)
 	}
@@ -108,43 +67,18 @@ func (s *Store) ListKeys(ctx context.Context, userID string) ([]store.Key, error
 		return nil, wrap(err, "list keys")
 	}
 	defer rows.Close()
-	var out []store.Key
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, wrap(err, "list keys")
-		}
-		out = append(out, *k)
-	}
-	return out, wrap(rows.Err(), "list keys")
+	out, err := sqlcodec.Collect(rows, sqlcodec.ScanKey)
+	return out, wrap(err, "list keys")
 }
 
 // UpdateKey replaces every field but ID, Token, KeyName, Spend,
 // BudgetResetAt, CreatedAt and LastUsedAt. A zero UpdatedAt is set to now.
 func (s *Store) UpdateKey(ctx context.Context, k *store.Key) error {
-	models, err := jsonList(k.Models)
-	if err != nil {
-		return wrap(err, "update key %s: models", k.ID)
-	}
-	meta, err := jsonMap(k.Metadata)
-	if err != nil {
-		return wrap(err, "update key %s: metadata", k.ID)
-	}
-	if k.UpdatedAt.IsZero() {
-		k.UpdatedAt = time.Now().UTC()
-	}
-	tag, err := s.pool.Exec(ctx, `UPDATE keys SET key_alias = $1, user_id = $2, models = $3,
-	max_budget = $4, soft_budget = $5, budget_duration = $6, metadata = $7, expires = $8, blocked = $9,
-	updated_at = $10 WHERE id = $11`,
-		k.KeyAlias, k.UserID, models, ppico(k.MaxBudget), ppico(k.SoftBudget), k.BudgetDuration, meta,
-		ptime(k.Expires), k.Blocked, nanos(k.UpdatedAt), k.ID)
+	args, err := sqlcodec.UpdateKeyArgs(k)
 	if err != nil {
 		return wrap(err, "update key %s", k.ID)
 	}
-	if tag.RowsAffected() == 0 {
-		return notFound("update key %s", k.ID)
-	}
-	return nil
+	return s.execOne(ctx, updateKeySQL, args, "update key %s", k.ID)
 }
 
 // RegenerateKey swaps the token of key id in one statement and returns the
@@ -153,8 +87,7 @@ func (s *Store) RegenerateKey(ctx context.Context, id, newToken, newKeyName stri
 	if newToken == "" {
 		return nil, fmt.Errorf("postgres: regenerate key %s: empty token", id)
 	}
-	k, err := scanKey(s.pool.QueryRow(ctx, `UPDATE keys SET token = $1, key_name = $2, updated_at = $3
-	WHERE id = $4 RETURNING `+keyCols,
+	k, err := sqlcodec.ScanKey(s.pool.QueryRow(ctx, regenerateKeySQL,
 		newToken, newKeyName, time.Now().UnixNano(), id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("regenerate key %s", id)
@@ -205,7 +138,7 @@ func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) er
 	slices.Sort(ids)
 	ats := make([]int64, len(ids))
 	for i, id := range ids {
-		ats[i] = nanos(lastUsed[id])
+		ats[i] = sqlcodec.Nanos(lastUsed[id])
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM keys WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR UPDATE`, ids); err != nil {

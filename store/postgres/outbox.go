@@ -3,9 +3,7 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -13,48 +11,16 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
-const msgCols = `id, idempotency_key, kind, recipients, subject, html, text, sensitive, status, attempts,
-	next_attempt_at, lease_until, last_error, provider_id, backend, created_at, sent_at`
+const msgCols = sqlcodec.MsgCols
 
-func scanMsg(row pgx.Row) (*store.OutboxMessage, error) {
-	var (
-		m                  store.OutboxMessage
-		idem               *string
-		recipients         []byte
-		nextAt, createdAt  int64
-		leaseUntil, sentAt *int64
-	)
-	if err := row.Scan(&m.ID, &idem, &m.Kind, &recipients, &m.Subject, &m.HTML, &m.Text, &m.Sensitive,
-		&m.Status, &m.Attempts, &nextAt, &leaseUntil, &m.LastError, &m.ProviderID, &m.Backend,
-		&createdAt, &sentAt); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(recipients, &m.To); err != nil {
-		return nil, fmt.Errorf("message %d: recipients: %w", m.ID, err)
-	}
-	if idem != nil {
-		m.IdempotencyKey = *idem
-	}
-	m.NextAttemptAt = fromNanos(nextAt)
-	m.LeaseUntil = fromNullNanos(leaseUntil)
-	m.CreatedAt = fromNanos(createdAt)
-	m.SentAt = fromNullNanos(sentAt)
-	return &m, nil
-}
+var enqueueSQL = sqlcodec.Dollar(sqlcodec.EnqueueSQL)
 
 func scanMsgs(rows pgx.Rows) ([]store.OutboxMessage, error) {
 	defer rows.Close()
-	var out []store.OutboxMessage
-	for rows.Next() {
-		m, err := scanMsg(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *m)
-	}
-	return out, rows.Err()
+	return sqlcodec.Collect(rows, sqlcodec.ScanMsg)
 }
 
 // Enqueue commits m as pending and returns its ID. A zero NextAttemptAt or
@@ -62,25 +28,9 @@ func scanMsgs(rows pgx.Rows) ([]store.OutboxMessage, error) {
 // exists, its ID is returned and nothing is written. An empty
 // IdempotencyKey is stored as NULL and never de-duplicates.
 func (s *Store) Enqueue(ctx context.Context, m *store.OutboxMessage) (int64, error) {
-	to := m.To
-	if to == nil {
-		to = []string{}
-	}
-	recipients, err := json.Marshal(to)
+	idem, args, err := sqlcodec.EnqueueArgs(m)
 	if err != nil {
 		return 0, wrap(err, "enqueue")
-	}
-	now := time.Now().UTC()
-	next, created := m.NextAttemptAt, m.CreatedAt
-	if next.IsZero() {
-		next = now
-	}
-	if created.IsZero() {
-		created = now
-	}
-	var idem *string
-	if m.IdempotencyKey != "" {
-		idem = &m.IdempotencyKey
 	}
 	// Each statement sees rows committed before it starts (READ
 	// COMMITTED). A concurrent insert of the same key makes ours wait for
@@ -89,12 +39,7 @@ func (s *Store) Enqueue(ctx context.Context, m *store.OutboxMessage) (int64, err
 	// which nothing in llmspend does (the outbox is never pruned by row).
 	for attempt := 0; ; attempt++ {
 		var id int64
-		err := s.pool.QueryRow(ctx, `INSERT INTO outbox (idempotency_key, kind, recipients, subject, html, text,
-		sensitive, status, attempts, next_attempt_at, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10)
-		ON CONFLICT (idempotency_key) DO NOTHING RETURNING id`,
-			idem, m.Kind, string(recipients), m.Subject, m.HTML, m.Text, m.Sensitive,
-			store.StatusPending, nanos(next), nanos(created)).Scan(&id)
+		err := s.pool.QueryRow(ctx, enqueueSQL, args...).Scan(&id)
 		if errors.Is(err, pgx.ErrNoRows) {
 			err = s.pool.QueryRow(ctx, `SELECT id FROM outbox WHERE idempotency_key = $1`, idem).Scan(&id)
 			if errors.Is(err, pgx.ErrNoRows) && attempt < 3 {
@@ -118,7 +63,7 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, lease time.Duration
 	if limit <= 0 {
 		return nil, nil
 	}
-	n := nanos(now)
+	n := sqlcodec.Nanos(now)
 	rows, err := s.pool.Query(ctx, `WITH due AS (
 		SELECT id FROM outbox
 		WHERE (status = $3 AND next_attempt_at <= $4) OR (status = $5 AND lease_until <= $4)
@@ -129,7 +74,7 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, lease time.Duration
 	UPDATE outbox SET status = $1, lease_until = $2, attempts = outbox.attempts + 1
 	FROM due WHERE outbox.id = due.id
 	RETURNING `+qualified("outbox", msgCols),
-		store.StatusSending, nanos(now.Add(lease)),
+		store.StatusSending, sqlcodec.Nanos(now.Add(lease)),
 		store.StatusPending, n, store.StatusSending, limit)
 	if err != nil {
 		return nil, wrap(err, "claim due")
@@ -170,7 +115,7 @@ const blankSensitive = `html = CASE WHEN sensitive THEN '' ELSE html END,
 func (s *Store) MarkSent(ctx context.Context, id int64, backend, providerID string, at time.Time) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE outbox SET status = $1, backend = $2, provider_id = $3, sent_at = $4,
 	lease_until = NULL, last_error = '', `+blankSensitive+` WHERE id = $5`,
-		store.StatusSent, backend, providerID, nanos(at), id)
+		store.StatusSent, backend, providerID, sqlcodec.Nanos(at), id)
 	return s.checkMsgUpdate(ctx, tag, err, id, "mark sent")
 }
 
@@ -180,7 +125,7 @@ func (s *Store) MarkSent(ctx context.Context, id int64, backend, providerID stri
 func (s *Store) MarkRetry(ctx context.Context, id int64, next time.Time, errMsg string) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE outbox SET status = $1, next_attempt_at = $2, last_error = $3,
 	lease_until = NULL WHERE id = $4 AND status <> $5`,
-		store.StatusPending, nanos(next), errMsg, id, store.StatusSent)
+		store.StatusPending, sqlcodec.Nanos(next), errMsg, id, store.StatusSent)
 	return s.checkMsgUpdate(ctx, tag, err, id, "mark retry")
 }
 
@@ -199,7 +144,7 @@ func (s *Store) MarkFailed(ctx context.Context, id int64, errMsg string) error {
 func (s *Store) Requeue(ctx context.Context, id int64, now time.Time) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE outbox SET status = $1, next_attempt_at = $2, lease_until = NULL
 	WHERE id = $3 AND status = $4 AND NOT sensitive`,
-		store.StatusPending, nanos(now), id, store.StatusFailed)
+		store.StatusPending, sqlcodec.Nanos(now), id, store.StatusFailed)
 	return s.checkMsgUpdate(ctx, tag, err, id, "requeue")
 }
 
@@ -224,7 +169,7 @@ func (s *Store) checkMsgUpdate(ctx context.Context, tag pgconn.CommandTag, err e
 
 // GetMessage returns one message.
 func (s *Store) GetMessage(ctx context.Context, id int64) (*store.OutboxMessage, error) {
-	m, err := scanMsg(s.pool.QueryRow(ctx, `SELECT `+msgCols+` FROM outbox WHERE id = $1`, id))
+	m, err := sqlcodec.ScanMsg(s.pool.QueryRow(ctx, `SELECT `+msgCols+` FROM outbox WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("message %d", id)
 	}
@@ -254,24 +199,11 @@ func (s *Store) ListOutbox(ctx context.Context, status string, limit int) ([]sto
 // OutboxCounts returns the number of messages per status; the four known
 // statuses are always present, so gauges drop to 0 rather than vanish.
 func (s *Store) OutboxCounts(ctx context.Context) (map[string]int, error) {
-	out := map[string]int{
-		store.StatusPending: 0,
-		store.StatusSending: 0,
-		store.StatusSent:    0,
-		store.StatusFailed:  0,
-	}
-	rows, err := s.pool.Query(ctx, `SELECT status, COUNT(*) FROM outbox GROUP BY status`)
+	rows, err := s.pool.Query(ctx, sqlcodec.CountStatusesSQL)
 	if err != nil {
 		return nil, wrap(err, "outbox counts")
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var st string
-		var n int64
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, wrap(err, "outbox counts")
-		}
-		out[st] = int(n)
-	}
-	return out, wrap(rows.Err(), "outbox counts")
+	out, err := sqlcodec.CountStatuses(rows)
+	return out, wrap(err, "outbox counts")
 }

@@ -32,18 +32,14 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
 )
 
@@ -201,126 +197,22 @@ func wrap(err error, format string, args ...any) error {
 	return fmt.Errorf("postgres: %s: %w", msg, err)
 }
 
+// execOne runs q: store.ErrNotFound when it changed no row.
+func (s *Store) execOne(ctx context.Context, q string, args []any, format string, fargs ...any) error {
+	tag, err := s.pool.Exec(ctx, q, args...)
+	if err != nil {
+		return wrap(err, format, fargs...)
+	}
+	if tag.RowsAffected() == 0 {
+		return notFound(format, fargs...)
+	}
+	return nil
+}
+
 func notFound(format string, args ...any) error {
 	return fmt.Errorf("postgres: "+format+": %w", append(args, store.ErrNotFound)...)
 }
 
 func conflict(format string, args ...any) error {
 	return fmt.Errorf("postgres: "+format+": %w", append(args, store.ErrConflict)...)
-}
-
-// --- value encoding (identical to store/sqlite) ---
-
-// nanos encodes t as unix nanoseconds; the zero time is 0. Times outside
-// the int64 nanosecond range (years before 1678 or after 2262) are clamped
-// to it: such values only come from "never"-style inputs.
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	if t.Before(minTime) {
-		return math.MinInt64 + 1
-	}
-	if t.After(maxTime) {
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
-
-var (
-	minTime = time.Unix(0, math.MinInt64+1)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
-
-// ptime encodes an optional time: nil is NULL.
-func ptime(t *time.Time) *int64 {
-	if t == nil {
-		return nil
-	}
-	n := nanos(*t)
-	return &n
-}
-
-func fromNullNanos(n *int64) *time.Time {
-	if n == nil {
-		return nil
-	}
-	t := fromNanos(*n)
-	return &t
-}
-
-func ppico(p *money.Pico) *int64 {
-	if p == nil {
-		return nil
-	}
-	n := int64(*p)
-	return &n
-}
-
-func fromNullPico(n *int64) *money.Pico {
-	if n == nil {
-		return nil
-	}
-	p := money.Pico(*n)
-	return &p
-}
-
-// jsonList encodes a string list as JSON text for a JSONB column; nil is
-// NULL so nil and empty stay distinct.
-func jsonList(l []string) (any, error) {
-	if l == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(l)
-	if err != nil {
-		return nil, err
-	}
-	return string(b), nil
-}
-
-func fromJSONList(b []byte) ([]string, error) {
-	if b == nil {
-		return nil, nil
-	}
-	var l []string
-	if err := json.Unmarshal(b, &l); err != nil {
-		return nil, err
-	}
-	if l == nil {
-		l = []string{}
-	}
-	return l, nil
-}
-
-// jsonMap encodes metadata; nil is NULL.
-func jsonMap(m map[string]any) (any, error) {
-	if m == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	return string(b), nil
-}
-
-func fromJSONMap(b []byte) (map[string]any, error) {
-	if b == nil {
-		return nil, nil
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	if m == nil {
-		m = map[string]any{}
-	}
-	return m, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 	"github.com/llmspend/llmspend/store/storetest"
 )
 
@@ -445,7 +446,7 @@ func TestTimeExtremes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := fromNanos(nanos(in))
+		want := sqlcodec.FromNanos(sqlcodec.Nanos(in))
 		if !k.Expires.Equal(want) || k.Expires.Location() != time.UTC {
 			t.Errorf("%v stored, %v read, want %v", in, k.Expires, want)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
 // Statements per entity kind. IS NOT DISTINCT FROM is NULL-safe equality
@@ -25,13 +26,7 @@ var (
 	}
 )
 
-const dailySQL = `INSERT INTO daily_spend (key_id, model, day, spend, input_tokens, output_tokens, requests)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (key_id, model, day) DO UPDATE SET
-	spend = daily_spend.spend + excluded.spend,
-	input_tokens = daily_spend.input_tokens + excluded.input_tokens,
-	output_tokens = daily_spend.output_tokens + excluded.output_tokens,
-	requests = daily_spend.requests + excluded.requests`
+var dailySQL = sqlcodec.Dollar(sqlcodec.DailySQL)
 
 // entity is one key or user touched by a batch.
 type entity struct{ kind, id string }
@@ -56,15 +51,8 @@ type windowKey struct {
 // first (they would each add the same way), and so are daily rows with
 // the same key, model and day.
 func (s *Store) ApplySpend(ctx context.Context, b store.SpendBatch) error {
-	for _, d := range b.Deltas {
-		if _, ok := deltaSQL[d.Kind]; !ok {
-			return fmt.Errorf("postgres: apply spend: unknown kind %q", d.Kind)
-		}
-	}
-	for _, r := range b.Resets {
-		if _, ok := resetSQL[r.Kind]; !ok {
-			return fmt.Errorf("postgres: apply spend: unknown kind %q", r.Kind)
-		}
+	if err := sqlcodec.CheckKinds(b); err != nil {
+		return fmt.Errorf("postgres: %w", err)
 	}
 	batch, what := buildSpendBatch(b)
 	if batch.Len() == 0 {
@@ -112,7 +100,7 @@ func buildSpendBatch(b store.SpendBatch) (*pgx.Batch, []string) {
 		s := get(d.Kind, d.ID)
 		var w windowKey
 		if d.Window != nil {
-			w = windowKey{true, nanos(*d.Window)}
+			w = windowKey{true, sqlcodec.Nanos(*d.Window)}
 		}
 		if _, ok := s.deltas[w]; !ok {
 			s.order = append(s.order, w)
@@ -132,7 +120,7 @@ func buildSpendBatch(b store.SpendBatch) (*pgx.Batch, []string) {
 	for _, e := range ents {
 		s := per[e]
 		for _, r := range s.resets {
-			batch.Queue(resetSQL[e.kind], nanos(r.To), e.id, ptime(r.From))
+			batch.Queue(resetSQL[e.kind], sqlcodec.Nanos(r.To), e.id, sqlcodec.NullNanos(r.From))
 			what = append(what, "reset "+e.kind+" "+e.id)
 		}
 		for _, w := range s.order {
@@ -170,7 +158,7 @@ func buildSpendBatch(b store.SpendBatch) (*pgx.Batch, []string) {
 	})
 	for _, k := range days {
 		d := daily[k]
-		batch.Queue(dailySQL, d.KeyID, d.Model, d.Day, int64(d.Spend), d.InputTokens, d.OutputTokens, d.Requests)
+		batch.Queue(dailySQL, sqlcodec.DailyArgs(d)...)
 		what = append(what, "daily "+d.KeyID+" "+d.Model+" "+d.Day)
 	}
 	return batch, what
@@ -179,7 +167,7 @@ func buildSpendBatch(b store.SpendBatch) (*pgx.Batch, []string) {
 // DailySpendFor returns one key's history between two days inclusive,
 // ordered by day then model.
 func (s *Store) DailySpendFor(ctx context.Context, keyID, fromDay, toDay string) ([]store.DailySpend, error) {
-	rows, err := s.pool.Query(ctx, `SELECT key_id, model, day, spend, input_tokens, output_tokens, requests
+	rows, err := s.pool.Query(ctx, `SELECT `+sqlcodec.DailyCols+`
 	FROM daily_spend WHERE key_id = $1 AND day COLLATE "C" >= $2 AND day COLLATE "C" <= $3
 	ORDER BY day COLLATE "C", model COLLATE "C"`,
 		keyID, fromDay, toDay)
@@ -187,15 +175,6 @@ func (s *Store) DailySpendFor(ctx context.Context, keyID, fromDay, toDay string)
 		return nil, wrap(err, "daily spend %s", keyID)
 	}
 	defer rows.Close()
-	var out []store.DailySpend
-	for rows.Next() {
-		var d store.DailySpend
-		var spend int64
-		if err := rows.Scan(&d.KeyID, &d.Model, &d.Day, &spend, &d.InputTokens, &d.OutputTokens, &d.Requests); err != nil {
-			return nil, wrap(err, "daily spend %s", keyID)
-		}
-		d.Spend = money.Pico(spend)
-		out = append(out, d)
-	}
-	return out, wrap(rows.Err(), "daily spend %s", keyID)
+	out, err := sqlcodec.Collect(rows, sqlcodec.ScanDaily)
+	return out, wrap(err, "daily spend %s", keyID)
 }
