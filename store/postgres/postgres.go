@@ -41,6 +41,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
 
 // Store is the PostgreSQL implementation of store.Store. It is safe for
@@ -187,14 +188,7 @@ func retryable(err error) bool {
 
 // wrap adds context to err, mapping unique violations to store.ErrConflict.
 func wrap(err error, format string, args ...any) error {
-	if err == nil {
-		return nil
-	}
-	msg := fmt.Sprintf(format, args...)
-	if pgCode(err) == "23505" { // unique_violation
-		return fmt.Errorf("postgres: %s: %w (%v)", msg, store.ErrConflict, err)
-	}
-	return fmt.Errorf("postgres: %s: %w", msg, err)
+	return sqlcodec.Wrap("postgres", pgCode(err) == "23505", err, format, args...) // unique_violation
 }
 
 // execOne runs q: store.ErrNotFound when it changed no row.
@@ -210,9 +204,9 @@ func (s *Store) execOne(ctx context.Context, q string, args []any, format string
 }
 
 func notFound(format string, args ...any) error {
-	return fmt.Errorf("postgres: "+format+": %w", append(args, store.ErrNotFound)...)
+	return sqlcodec.NotFound("postgres", format, args...)
 }
 
 func conflict(format string, args ...any) error {
-	return fmt.Errorf("postgres: "+format+": %w", append(args, store.ErrConflict)...)
+	return sqlcodec.Conflict("postgres", format, args...)
 }

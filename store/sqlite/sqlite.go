@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/llmspend/llmspend/store"
+	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -166,14 +167,7 @@ func isUnique(err error) bool {
 
 // wrap adds context to err, mapping unique violations to store.ErrConflict.
 func wrap(err error, format string, args ...any) error {
-	if err == nil {
-		return nil
-	}
-	msg := fmt.Sprintf(format, args...)
-	if isUnique(err) {
-		return fmt.Errorf("sqlite: %s: %w (%v)", msg, store.ErrConflict, err)
-	}
-	return fmt.Errorf("sqlite: %s: %w", msg, err)
+	return sqlcodec.Wrap("sqlite", isUnique(err), err, format, args...)
 }
 
 // execOne runs q on the writer: store.ErrNotFound when it changed no row.
@@ -191,11 +185,11 @@ func (s *Store) execOne(ctx context.Context, q string, args []any, format string
 }
 
 func notFound(format string, args ...any) error {
-	return fmt.Errorf("sqlite: "+format+": %w", append(args, store.ErrNotFound)...)
+	return sqlcodec.NotFound("sqlite", format, args...)
 }
 
 func conflict(format string, args ...any) error {
-	return fmt.Errorf("sqlite: "+format+": %w", append(args, store.ErrConflict)...)
+	return sqlcodec.Conflict("sqlite", format, args...)
 }
 
 // placeholders returns "?,?,...,?" with n marks.
