@@ -811,6 +811,14 @@ func TestClusterRedisRestart(t *testing.T) {
 	close(stop)
 	<-done
 	e.allAgree(ins, plain, token, perRequest*money.Pico(n))
+
+	// Both stop, Redis loses everything while they are down, one starts:
+	// the counter is rebuilt from PostgreSQL at load.
+	a.stop()
+	b.stop()
+	wipePrefix(t, e.rdb, e.prefix)
+	c := e.start("C")
+	e.allAgree([]*instance{c}, plain, token, perRequest*money.Pico(n))
 }
 
 // TestClusterRedisDown: while Redis is unreachable (a proxy in front of
