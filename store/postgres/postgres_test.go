@@ -471,48 +471,9 @@ func TestTwoStoresClaimDue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[int64]int{}
-		wg   sync.WaitGroup
-	)
-	start := make(chan struct{})
-	for w := range 8 {
-		s := a
-		if w%2 == 1 {
-			s = b
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			for {
-				got, err := s.ClaimDue(ctx, base, time.Hour, 5)
-				if err != nil {
-					t.Errorf("ClaimDue: %v", err)
-					return
-				}
-				if len(got) == 0 {
-					return
-				}
-				mu.Lock()
-				for _, m := range got {
-					seen[m.ID]++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	if len(seen) != total {
-		t.Fatalf("claimed %d distinct messages, want %d", len(seen), total)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("message %d claimed %d times", id, n)
-		}
-	}
+	// Eight workers, four on each instance.
+	claimed := storetest.ClaimConcurrently(t, base, 5, a, b, a, b, a, b, a, b)
+	storetest.CheckClaimedOnce(t, claimed, total)
 	c, err := a.OutboxCounts(ctx)
 	if err != nil || c[store.StatusSending] != total || c[store.StatusPending] != 0 {
 		t.Fatalf("counts after claiming = %v, %v", c, err)
@@ -697,54 +658,10 @@ func TestApplySpendMerging(t *testing.T) {
 	}
 }
 
-func BenchmarkEnqueue(b *testing.B) {
-	s := openFresh(b)
-	ctx := context.Background()
-	m := &store.OutboxMessage{Kind: "key_created", To: []string{"a@example.com"}, Subject: "LiteLLM: API Key Created",
-		HTML: strings.Repeat("<p>hello</p>", 200), Text: strings.Repeat("hello ", 200)}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		m.IdempotencyKey = fmt.Sprintf("bench-%d", i)
-		if _, err := s.Enqueue(ctx, m); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkEnqueue(b *testing.B) { storetest.BenchEnqueue(b, openFresh(b)) }
 
-// BenchmarkApplySpend measures one write-behind flush of 100 deltas (50
-// keys, 50 users) plus their 50 daily rows, like store/sqlite's.
-func BenchmarkApplySpend(b *testing.B) {
-	s := openFresh(b)
-	ctx := context.Background()
-	w := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	var batch store.SpendBatch
-	for i := range 50 {
-		id := fmt.Sprintf("k%d", i)
-		if err := s.CreateKey(ctx, &store.Key{ID: id, Token: "t" + id, BudgetResetAt: &w}); err != nil {
-			b.Fatal(err)
-		}
-		uid := fmt.Sprintf("u%d", i)
-		if err := s.CreateUser(ctx, &store.User{UserID: uid}); err != nil {
-			b.Fatal(err)
-		}
-		batch.Deltas = append(batch.Deltas,
-			store.SpendDelta{Kind: store.KindKey, ID: id, Window: &w, Amount: 1234},
-			store.SpendDelta{Kind: store.KindUser, ID: uid, Amount: 1234})
-		batch.Daily = append(batch.Daily, store.DailySpend{KeyID: id, Model: "gpt-4o", Day: "2026-04-30",
-			Spend: 1234, InputTokens: 100, OutputTokens: 20, Requests: 1})
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := s.ApplySpend(ctx, batch); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	k, err := s.GetKey(ctx, "k0")
-	if err != nil || k.Spend == 0 {
-		b.Fatalf("spend not applied: %+v %v", k, err)
-	}
-}
+// BenchmarkApplySpend: see storetest.BenchApplySpend.
+func BenchmarkApplySpend(b *testing.B) { storetest.BenchApplySpend(b, openFresh(b)) }
 
 // BenchmarkClaimDue measures one claim of up to 10 messages from a
 // backlog, the outbox worker's poll.

@@ -1,12 +1,10 @@
 package sqlite
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -198,89 +196,11 @@ func TestTwoHandlesOneFile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	now := time.Now().Add(time.Second)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	seen := map[int64]int{}
-	for _, s := range []*Store{a, b, a, b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				got, err := s.ClaimDue(ctx, now, time.Hour, 3)
-				if err != nil {
-					t.Errorf("claim: %v", err)
-					return
-				}
-				if len(got) == 0 {
-					return
-				}
-				mu.Lock()
-				for _, m := range got {
-					seen[m.ID]++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(seen) != 100 {
-		t.Fatalf("claimed %d distinct, want 100", len(seen))
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("message %d claimed %d times across two handles", id, n)
-		}
-	}
+	claimed := storetest.ClaimConcurrently(t, time.Now().Add(time.Second), 3, a, b, a, b)
+	storetest.CheckClaimedOnce(t, claimed, 100)
 }
 
-func BenchmarkEnqueue(b *testing.B) {
-	s := openTemp(b)
-	ctx := context.Background()
-	m := &store.OutboxMessage{Kind: "key_created", To: []string{"a@example.com"}, Subject: "LiteLLM: API Key Created",
-		HTML: strings.Repeat("<p>hello</p>", 200), Text: strings.Repeat("hello ", 200)}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		m.IdempotencyKey = fmt.Sprintf("bench-%d", i)
-		if _, err := s.Enqueue(ctx, m); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkEnqueue(b *testing.B) { storetest.BenchEnqueue(b, openTemp(b)) }
 
-// BenchmarkApplySpend measures one write-behind flush of 100 deltas (50
-// keys, 50 users) plus their 50 daily rows.
-func BenchmarkApplySpend(b *testing.B) {
-	s := openTemp(b)
-	ctx := context.Background()
-	w := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	var batch store.SpendBatch
-	for i := 0; i < 50; i++ {
-		id := fmt.Sprintf("k%d", i)
-		if err := s.CreateKey(ctx, &store.Key{ID: id, Token: "t" + id, BudgetResetAt: &w}); err != nil {
-			b.Fatal(err)
-		}
-		uid := fmt.Sprintf("u%d", i)
-		if err := s.CreateUser(ctx, &store.User{UserID: uid}); err != nil {
-			b.Fatal(err)
-		}
-		batch.Deltas = append(batch.Deltas,
-			store.SpendDelta{Kind: store.KindKey, ID: id, Window: &w, Amount: 1234},
-			store.SpendDelta{Kind: store.KindUser, ID: uid, Amount: 1234})
-		batch.Daily = append(batch.Daily, store.DailySpend{KeyID: id, Model: "gpt-4o", Day: "2026-04-30",
-			Spend: 1234, InputTokens: 100, OutputTokens: 20, Requests: 1})
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if err := s.ApplySpend(ctx, batch); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	k, err := s.GetKey(ctx, "k0")
-	if err != nil || k.Spend == 0 {
-		b.Fatalf("spend not applied: %+v %v", k, err)
-	}
-}
+// BenchmarkApplySpend: see storetest.BenchApplySpend.
+func BenchmarkApplySpend(b *testing.B) { storetest.BenchApplySpend(b, openTemp(b)) }

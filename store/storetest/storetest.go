@@ -1233,58 +1233,27 @@ func testOutboxListAndCounts(t *testing.T, s store.Store) {
 }
 
 func testOutboxConcurrentClaim(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	const total, workers = 200, 8
+	const total = 200
 	want := map[int64]bool{}
 	for i := 0; i < total; i++ {
 		m := msg(fmt.Sprintf("c%d", i))
 		m.NextAttemptAt = base.Add(-time.Duration(i) * time.Millisecond)
 		want[enqueue(t, s, m)] = true
 	}
-	var (
-		mu   sync.Mutex
-		seen = map[int64]int{}
-		wg   sync.WaitGroup
-	)
-	start := make(chan struct{})
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			for {
-				got, err := s.ClaimDue(ctx, base, time.Hour, 7)
-				if err != nil {
-					t.Errorf("concurrent ClaimDue: %v", err)
-					return
-				}
-				if len(got) == 0 {
-					return
-				}
-				mu.Lock()
-				for _, m := range got {
-					seen[m.ID]++
-					if m.Attempts != 1 || m.Status != store.StatusSending {
-						t.Errorf("message %d claimed with attempts %d status %q", m.ID, m.Attempts, m.Status)
-					}
-				}
-				mu.Unlock()
-			}
-		}()
+	workers := make([]store.Store, 8)
+	for i := range workers {
+		workers[i] = s
 	}
-	close(start)
-	wg.Wait()
-	if len(seen) != total {
-		t.Fatalf("claimed %d distinct messages, want %d", len(seen), total)
-	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Errorf("message %d claimed %d times", id, n)
+	claimed := ClaimConcurrently(t, base, 7, workers...)
+	for _, m := range claimed {
+		if m.Attempts != 1 || m.Status != store.StatusSending {
+			t.Errorf("message %d claimed with attempts %d status %q", m.ID, m.Attempts, m.Status)
 		}
-		if !want[id] {
-			t.Errorf("claimed unknown message %d", id)
+		if !want[m.ID] {
+			t.Errorf("claimed unknown message %d", m.ID)
 		}
 	}
+	CheckClaimedOnce(t, claimed, total)
 }
 
 // --- alerts ---
