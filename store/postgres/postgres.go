@@ -6,7 +6,10 @@
 // the ledger compares budget windows for equality, so a window that lost
 // its nanoseconds in the database would never match again. The zero
 // time.Time is stored as 0 and read back as the zero time; nil pointers
-// are NULL. Money is BIGINT pico-USD. Models and metadata are JSONB.
+// are NULL. Money is BIGINT pico-USD. Models and metadata are JSONB. The
+// encoding, the row scanners and the statements that read the same in both
+// dialects (but for placeholders) are store/sqlite's, shared through
+// store/internal/sqlcodec.
 //
 // Several gateway instances share one database:
 //   - migrations run at Open under a session-level advisory lock taken on

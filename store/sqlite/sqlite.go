@@ -15,6 +15,9 @@
 // that lost precision in the database would never match again. The zero
 // time.Time is stored as 0 and read back as the zero time; nil pointers
 // are NULL. Money is INTEGER pico-USD. Models and metadata are JSON text.
+// That encoding, the row scanners and the statements whose text is the
+// same in both dialects are shared with store/postgres through
+// store/internal/sqlcodec; the SQL that differs stays here.
 package sqlite
 
 import (
