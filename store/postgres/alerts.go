@@ -81,13 +81,7 @@ func (s *Store) CreateInvitation(ctx context.Context, inv *store.Invitation) err
 func (s *Store) GetInvitation(ctx context.Context, id string) (*store.Invitation, error) {
 	inv, err := sqlcodec.ScanInvitation(s.pool.QueryRow(ctx, `SELECT `+sqlcodec.InvitationCols+`
 	FROM invitations WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound("invitation")
-	}
-	if err != nil {
-		return nil, wrap(err, "get invitation")
-	}
-	return inv, nil
+	return found(inv, err, "invitation")
 }
 
 // AcceptInvitation marks the invitation used, once: store.ErrConflict if it

@@ -37,26 +37,14 @@ func (s *Store) CreateKey(ctx context.Context, k *store.Key) error {
 // GetKeyByToken returns the key whose current token is token.
 func (s *Store) GetKeyByToken(ctx context.Context, token string) (*store.Key, error) {
 	k, err := sqlcodec.ScanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM keys WHERE token = $1`, token))
-	if errors.Is(err, pgx.ErrNoRows) {
-		// The token itself stays out of errors and logs.
-		return nil, notFound("key by token")
-	}
-	if err != nil {
-		return nil, wrap(err, "get key by token")
-	}
-	return k, nil
+	// The token itself stays out of errors and logs.
+	return found(k, err, "key by token")
 }
 
 // GetKey returns the key with this ID.
 func (s *Store) GetKey(ctx context.Context, id string) (*store.Key, error) {
 	k, err := sqlcodec.ScanKey(s.pool.QueryRow(ctx, `SELECT `+keyCols+` FROM keys WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound("key %s", id)
-	}
-	if err != nil {
-		return nil, wrap(err, "get key %s", id)
-	}
-	return k, nil
+	return found(k, err, "key %s", id)
 }
 
 // ListKeys lists the keys of userID, or all keys when userID is "", oldest first.

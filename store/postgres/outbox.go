@@ -170,13 +170,7 @@ func (s *Store) checkMsgUpdate(ctx context.Context, tag pgconn.CommandTag, err e
 // GetMessage returns one message.
 func (s *Store) GetMessage(ctx context.Context, id int64) (*store.OutboxMessage, error) {
 	m, err := sqlcodec.ScanMsg(s.pool.QueryRow(ctx, `SELECT `+msgCols+` FROM outbox WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound("message %d", id)
-	}
-	if err != nil {
-		return nil, wrap(err, "get message %d", id)
-	}
-	return m, nil
+	return found(m, err, "message %d", id)
 }
 
 // ListOutbox lists newest first; status "" means all, limit <= 0 means no limit.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/llmspend/llmspend/store"
 	"github.com/llmspend/llmspend/store/internal/sqlcodec"
 )
@@ -33,13 +31,7 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 // GetUser returns one user or store.ErrNotFound.
 func (s *Store) GetUser(ctx context.Context, userID string) (*store.User, error) {
 	u, err := sqlcodec.ScanUser(s.pool.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE user_id = $1`, userID))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, notFound("user %s", userID)
-	}
-	if err != nil {
-		return nil, wrap(err, "get user %s", userID)
-	}
-	return u, nil
+	return found(u, err, "user %s", userID)
 }
 
 // ListUsers returns every user, oldest first.

@@ -75,13 +75,7 @@ func (s *Store) CreateInvitation(ctx context.Context, inv *store.Invitation) err
 func (s *Store) GetInvitation(ctx context.Context, id string) (*store.Invitation, error) {
 	inv, err := sqlcodec.ScanInvitation(s.r.QueryRowContext(ctx, `SELECT `+sqlcodec.InvitationCols+`
 	FROM invitations WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound("invitation")
-	}
-	if err != nil {
-		return nil, wrap(err, "get invitation")
-	}
-	return inv, nil
+	return found(inv, err, "invitation")
 }
 
 // AcceptInvitation marks the invitation used, once: store.ErrConflict if it

@@ -140,13 +140,7 @@ func (s *Store) checkMsgUpdate(ctx context.Context, res sql.Result, err error, i
 // GetMessage returns one message.
 func (s *Store) GetMessage(ctx context.Context, id int64) (*store.OutboxMessage, error) {
 	m, err := sqlcodec.ScanMsg(s.r.QueryRowContext(ctx, `SELECT `+msgCols+` FROM outbox WHERE id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound("message %d", id)
-	}
-	if err != nil {
-		return nil, wrap(err, "get message %d", id)
-	}
-	return m, nil
+	return found(m, err, "message %d", id)
 }
 
 // ListOutbox lists newest first; status "" means all, limit <= 0 means no limit.

@@ -187,6 +187,18 @@ func (s *Store) execOne(ctx context.Context, q string, args []any, format string
 	return nil
 }
 
+// found finishes a single-row read: no row is store.ErrNotFound
+// ("<what>: not found"), any other error is wrapped as "get <what>".
+func found[T any](v *T, err error, what string, args ...any) (*T, error) {
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound(what, args...)
+	}
+	if err != nil {
+		return nil, wrap(err, "get "+what, args...)
+	}
+	return v, nil
+}
+
 func notFound(format string, args ...any) error {
 	return sqlcodec.NotFound("sqlite", format, args...)
 }

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 
 	"github.com/llmspend/llmspend/store"
@@ -26,13 +25,7 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 // GetUser returns one user or store.ErrNotFound.
 func (s *Store) GetUser(ctx context.Context, userID string) (*store.User, error) {
 	u, err := sqlcodec.ScanUser(s.r.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE user_id = ?`, userID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound("user %s", userID)
-	}
-	if err != nil {
-		return nil, wrap(err, "get user %s", userID)
-	}
-	return u, nil
+	return found(u, err, "user %s", userID)
 }
 
 // ListUsers returns every user, oldest first.
