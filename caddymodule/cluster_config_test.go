@@ -159,3 +159,61 @@ func TestClusterUserChanged(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestClusterReloadKeepsSpend: an in-process gateway on SQLite. A reload
+// that changes the Redis settings (another batch interval, or Redis
+// turned off) builds a new shared state while the old one still holds
+// unwritten spend; live spend stays exact through it (the old state's
+// last flush resyncs the new ledger) and after a full restart.
+func TestClusterReloadKeepsSpend(t *testing.T) {
+	rdb := redisClient(t)
+	for _, next := range []string{"50ms", "off"} {
+		t.Run("to "+next, func(t *testing.T) {
+			prefix := redisPrefix(t, rdb)
+			block := func(batch string) string {
+				if batch == "off" {
+					return ""
+				}
+				return "redis redis://" + testRedisAddr + "/0 {\n\t\t\tprefix " + prefix + "\n\t\t\tbatch " + batch + "\n\t\t}"
+			}
+			g := newGateway(t, block("20ms"))
+			key := g.newKey(nil)
+			n := 0
+			check := func(when string) {
+				t.Helper()
+				want := float64(perRequest*money.Pico(n)) / float64(money.USD)
+				deadline := time.Now().Add(3 * time.Second)
+				for {
+					got := g.keySpend(key)
+					if got == want {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%s: spend %v, want %v", when, got, want)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			for range 20 {
+				if r := g.chat(key, "gpt-4o-mini"); r.Status != 200 {
+					t.Fatalf("chat: %d %s", r.Status, r.Body)
+				}
+				n++
+			}
+			check("before reload")
+			g.extra = block(next)
+			g.load()
+			if c := countStates(); c != 1 {
+				t.Fatalf("%d shared states after reload", c)
+			}
+			check("after a reload that replaced the state")
+			for range 10 {
+				g.chat(key, "gpt-4o-mini")
+				n++
+			}
+			check("after more traffic")
+			g.restart()
+			check("after restart")
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -91,7 +92,40 @@ func openSharedState(cfg stateConfig, logger *zap.Logger) (*sharedState, error) 
 	if ctrs != nil {
 		s.inv = startInvalidator(s, ctrs.c, logger.Named("cluster"))
 	}
+	registerLive(s)
 	return s, nil
+}
+
+// live lists the open shared states by store, so the last flush of a
+// state that a reload replaced (same store, other Redis settings) can
+// bring its successor's ledger up to date.
+var (
+	liveMu sync.Mutex
+	live   = map[string]map[*sharedState]struct{}{}
+)
+
+func registerLive(s *sharedState) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	if live[s.key.store] == nil {
+		live[s.key.store] = map[*sharedState]struct{}{}
+	}
+	live[s.key.store][s] = struct{}{}
+}
+
+// unregisterLive removes s and returns the other live states on its store.
+func unregisterLive(s *sharedState) []*sharedState {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	delete(live[s.key.store], s)
+	var out []*sharedState
+	for o := range live[s.key.store] {
+		out = append(out, o)
+	}
+	if len(live[s.key.store]) == 0 {
+		delete(live, s.key.store)
+	}
+	return out
 }
 
 // clusterCounters holds the Redis counters while the state is built.
@@ -116,10 +150,17 @@ func (s *sharedState) Destruct() error {
 	if s.inv != nil {
 		s.inv.close() // no more reloads from the store
 	}
+	others := unregisterLive(s)
 	// The ledger sends its last batch to Redis, then writes to the store.
 	flushErr := s.ledger.Close(ctx)
 	if flushErr != nil {
 		s.logger.Error("flushing spend at shutdown", zap.Error(flushErr))
+	}
+	// A successor on the same store loaded its spend before this flush.
+	for _, o := range others {
+		if err := o.ledger.Resync(ctx, durableAccounts(o.store)); err != nil {
+			s.logger.Warn("bringing the new configuration's spend up to date failed", zap.Error(err))
+		}
 	}
 	s.closeRedis()
 	return errors.Join(flushErr, s.store.Close())

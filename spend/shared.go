@@ -685,3 +685,55 @@ func (l *Ledger) SharedDown() bool {
 	}
 	return l.sh.downFlag.Load()
 }
+
+// Resync raises every held account's spend to what the store now says
+// plus this ledger's charges not yet in it. A gateway reload that replaces
+// the ledger loads the new one from the store while the old one still
+// holds unwritten spend; once the old one has flushed, Resync brings the
+// new one up to date. Each floor is at most the true spend (the store has
+// every flushed charge, the rest is this ledger's own), so Resync never
+// overcounts. Crossings it causes go to the sink.
+func (l *Ledger) Resync(ctx context.Context, read DurableReader) error {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
+	accts, err := read(ctx)
+	if err != nil {
+		return err
+	}
+	retried := map[SharedKey]money.Pico{}
+	if l.retry != nil {
+		for _, d := range l.retry.b.Deltas {
+			k := SharedKey{d.Kind, d.ID, windowSeconds(d.Window)}
+			retried[k] = addSat(retried[k], d.Amount)
+		}
+	}
+	var cs []Crossing
+	for _, in := range accts {
+		k, ok := kindIndex(in.Kind)
+		if !ok {
+			continue
+		}
+		a := l.lookup(k, in.ID)
+		if a == nil {
+			continue
+		}
+		a.mu.Lock()
+		if windowSeconds(a.window) == windowSeconds(in.ResetAt) {
+			floor := addSat(addSat(max(in.Spend, 0), a.pend), retried[SharedKey{in.Kind, in.ID, windowSeconds(in.ResetAt)}])
+			if floor > a.spend {
+				old := a.eff()
+				a.spend = floor
+				if cur := a.eff(); cur >= a.next {
+					cs = append(cs, a.fire(old, cur)...)
+				}
+			}
+		}
+		a.mu.Unlock()
+	}
+	if l.cfg.Sink != nil {
+		for _, c := range cs {
+			l.cfg.Sink.Crossing(c)
+		}
+	}
+	return nil
+}
