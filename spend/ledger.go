@@ -215,10 +215,12 @@ func (a *account) rekey() {
 // deltas bring the store up to date. All methods are safe for concurrent
 // use.
 type Ledger struct {
-	cfg    LedgerConfig
-	now    func() time.Time
-	log    *zap.Logger
-	defPct int
+	cfg LedgerConfig
+	now func() time.Time
+	log *zap.Logger
+	// defPct is the default max alert percent; a reload may change it
+	// (SetMaxAlertPct) while admin calls Upsert accounts.
+	defPct atomic.Int32
 
 	shards [2][shardCount]shard
 
@@ -249,12 +251,11 @@ func NewLedger(cfg LedgerConfig) *Ledger {
 		cfg.MaxAlertPct = 0.8
 	}
 	l := &Ledger{
-		cfg:    cfg,
-		now:    cfg.Now,
-		log:    cfg.Logger,
-		defPct: int(math.Round(cfg.MaxAlertPct * 100)),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		cfg:  cfg,
+		now:  cfg.Now,
+		log:  cfg.Logger,
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	if l.now == nil {
 		l.now = time.Now
@@ -262,7 +263,7 @@ func NewLedger(cfg LedgerConfig) *Ledger {
 	if l.log == nil {
 		l.log = zap.NewNop()
 	}
-	l.defPct = min(max(l.defPct, 1), 100)
+	l.defPct.Store(int32(min(max(int(math.Round(cfg.MaxAlertPct*100)), 1), 100)))
 	for k := range l.shards {
 		for i := range l.shards[k] {
 			l.shards[k][i].m = make(map[string]*account)
@@ -396,7 +397,7 @@ func (l *Ledger) Upsert(in Account) {
 	}
 	if hasMax != a.hasMax || mx != a.max || hasSoft != a.hasSoft || sf != a.soft || !slices.Equal(pcts, a.alertPcts) {
 		a.hasMax, a.max, a.hasSoft, a.soft, a.alertPcts = hasMax, mx, hasSoft, sf, pcts
-		a.buildThresholds(l.defPct)
+		a.buildThresholds(int(l.defPct.Load()))
 	}
 	a.maybeReset(l, now)
 	a.mu.Unlock()

@@ -6,7 +6,7 @@ import (
 )
 
 // MaxAlertPercent returns the default max-budget alert point in percent.
-func (l *Ledger) MaxAlertPercent() int { return l.defPct }
+func (l *Ledger) MaxAlertPercent() int { return int(l.defPct.Load()) }
 
 // SetMaxAlertPct changes the default max-budget alert point
 // (EMAIL_BUDGET_ALERT_MAX_SPEND_ALERT_PERCENTAGE, a fraction in (0, 1],
@@ -21,20 +21,19 @@ func (l *Ledger) MaxAlertPercent() int { return l.defPct }
 // commit if spend is already past it (the alert claim, keyed by percent,
 // is a new one).
 //
-// Call it while provisioning a configuration: defPct is read without a
-// lock by Upsert, and configuration loads are not concurrent with each
-// other. An Upsert racing with the change builds its thresholds with
-// either value; the sweep below rebuilds every account after the write, so
-// only an account created in that instant can keep the old percent.
+// Call it while provisioning a configuration (loads are not concurrent
+// with each other). An Upsert racing with the change builds its thresholds
+// with either value; the sweep below rebuilds every account after the
+// write, so only an account created in that instant can keep the old
+// percent.
 func (l *Ledger) SetMaxAlertPct(pct float64) {
 	if !(pct > 0 && pct <= 1) {
 		return
 	}
 	p := min(max(int(math.Round(pct*100)), 1), 100)
-	if p == l.defPct {
+	if int32(p) == l.defPct.Swap(int32(p)) {
 		return
 	}
-	l.defPct = p
 	var accts []*account
 	for k := range l.shards {
 		for i := range l.shards[k] {
