@@ -113,6 +113,13 @@ type Config struct {
 	// SweepInterval is how often failed alert emails release their claims.
 	// Default 30s; <0 disables the sweep.
 	SweepInterval time.Duration
+	// RetryAfter is how long a crossing whose store work failed (recipient
+	// look-up, claim or enqueue, after a few quick retries) waits before it
+	// is handled again; it doubles up to a minute. Default 5s.
+	RetryAfter time.Duration
+	// RetryFor is how long such a crossing keeps being retried, so that an
+	// alert survives a store outage. Default 30m.
+	RetryFor time.Duration
 	// Now is the clock (default time.Now).
 	Now     func() time.Time
 	Logger  *zap.Logger
@@ -158,6 +165,10 @@ type Alerter struct {
 
 	sweptMu sync.Mutex
 	swept   map[int64]struct{}
+
+	retryMu       sync.Mutex
+	retries       map[string]*retryState // by cache key: crossings waiting to be handled again
+	retriesClosed bool                   // Stop handed them back
 
 	n struct {
 		received, overflowed, enqueued, supCache, supClaim, noRcpt, gone, errs, released, late atomic.Int64
@@ -360,6 +371,7 @@ func (a *Alerter) Stop(ctx context.Context) []spend.Crossing {
 			}
 		}
 		left = append(left, a.takeOverflow()...)
+		left = append(left, a.takeRetries()...)
 		a.cache.Close()
 		if len(left) > 0 {
 			a.log.Warn("budget alerts not handled before the stop deadline", zap.Int("crossings", len(left)))
@@ -427,6 +439,14 @@ func cacheKey(cl store.AlertClaim) string {
 func (a *Alerter) handle(ctx context.Context, c spend.Crossing, useCache bool) {
 	cl := ClaimOf(c)
 	ck := cacheKey(cl)
+	// A crossing waiting for a retry is forgotten once handled, unless
+	// this attempt fails again (failRetry).
+	keep := false
+	defer func() {
+		if !keep {
+			a.retried(ck)
+		}
+	}()
 	cache := a.cache
 	if !useCache {
 		cache = nil // ristretto's methods are no-ops on a nil cache
@@ -444,7 +464,8 @@ func (a *Alerter) handle(ctx context.Context, c spend.Crossing, useCache bool) {
 			log.Info("budget alert for a deleted entity; not sent")
 			return
 		}
-		a.fail(log, c.AlertType, "looking up the alert's recipient", err)
+		keep = true
+		a.failRetry(log, c, ck, "looking up the alert's recipient", err)
 		return
 	}
 	var extra []string
@@ -465,7 +486,8 @@ func (a *Alerter) handle(ctx context.Context, c spend.Crossing, useCache bool) {
 	now := a.cfg.Now()
 	won, err := a.claim(ctx, cl, now)
 	if err != nil {
-		a.fail(log, c.AlertType, "claiming the alert", err)
+		keep = true
+		a.failRetry(log, c, ck, "claiming the alert", err)
 		return
 	}
 	cache.SetWithTTL(ck, struct{}{}, 1, a.cacheTTL())
@@ -506,7 +528,13 @@ func (a *Alerter) handle(ctx context.Context, c spend.Crossing, useCache bool) {
 	}
 	if err := a.enqueue(ctx, m); err != nil {
 		a.release(log, cl, ck, cache)
-		a.fail(log, c.AlertType, "queueing the alert email", err)
+		var perm *permanent
+		if errors.As(err, &perm) {
+			a.fail(log, c.AlertType, "queueing the alert email", err)
+			return
+		}
+		keep = true
+		a.failRetry(log, c, ck, "queueing the alert email", err)
 		return
 	}
 	a.n.enqueued.Add(1)
@@ -534,6 +562,91 @@ func (a *Alerter) suppressed(alertType, reason string) {
 	}
 }
 
+// retryState tracks a crossing that is handled again after a store error.
+type retryState struct {
+	c     spend.Crossing
+	first time.Time
+	delay time.Duration
+	timer *time.Timer
+}
+
+// failRetry records a failure of the store work for c and handles c again
+// later, so a store outage delays an alert instead of losing it. The claim
+// (if one was won) has been released by then. A retry bypasses the cache:
+// ristretto applies Sets asynchronously, so the Del of a released claim
+// may not stick.
+func (a *Alerter) failRetry(log *zap.Logger, c spend.Crossing, ck, what string, err error) {
+	a.fail(log, c.AlertType, what, err)
+	first := a.cfg.RetryAfter
+	if first <= 0 {
+		first = 5 * time.Second
+	}
+	retryFor := a.cfg.RetryFor
+	if retryFor <= 0 {
+		retryFor = 30 * time.Minute
+	}
+	a.retryMu.Lock()
+	defer a.retryMu.Unlock()
+	if a.retriesClosed {
+		log.Error("budget alert not retried: the alerter has stopped")
+		return
+	}
+	if a.retries == nil {
+		a.retries = make(map[string]*retryState)
+	}
+	rs := a.retries[ck]
+	if rs == nil {
+		rs = &retryState{c: c, first: time.Now(), delay: first}
+		a.retries[ck] = rs
+	}
+	if time.Since(rs.first) > retryFor {
+		delete(a.retries, ck)
+		log.Error("budget alert given up after retrying", zap.Duration("for", retryFor))
+		return
+	}
+	delay := rs.delay
+	rs.delay = min(2*rs.delay, time.Minute)
+	log.Warn("budget alert will be retried", zap.Duration("in", delay))
+	rs.timer = time.AfterFunc(delay, func() { a.runRetry(ck) })
+}
+
+// runRetry handles a waiting crossing again.
+func (a *Alerter) runRetry(ck string) {
+	a.retryMu.Lock()
+	rs := a.retries[ck]
+	closed := a.retriesClosed
+	a.retryMu.Unlock()
+	if rs == nil || closed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a.handle(ctx, rs.c, false)
+}
+
+// retried forgets a crossing that no longer needs retrying.
+func (a *Alerter) retried(ck string) {
+	a.retryMu.Lock()
+	delete(a.retries, ck)
+	a.retryMu.Unlock()
+}
+
+// takeRetries stops the waiting retries and returns their crossings.
+func (a *Alerter) takeRetries() []spend.Crossing {
+	a.retryMu.Lock()
+	defer a.retryMu.Unlock()
+	a.retriesClosed = true
+	var out []spend.Crossing
+	for ck, rs := range a.retries {
+		if rs.timer != nil {
+			rs.timer.Stop()
+		}
+		out = append(out, rs.c)
+		delete(a.retries, ck)
+	}
+	return out
+}
+
 func (a *Alerter) fail(log *zap.Logger, alertType, what string, err error) {
 	a.n.errs.Add(1)
 	if a.cfg.Metrics != nil {
@@ -552,7 +665,7 @@ func retry(ctx context.Context, f func(context.Context) error) error {
 		err = f(actx)
 		cancel()
 		var perm *permanent
-		if err == nil || ctx.Err() != nil || errors.As(err, &perm) {
+		if err == nil || ctx.Err() != nil || errors.As(err, &perm) || attempt == 3 {
 			return err
 		}
 		select {

@@ -329,8 +329,9 @@ func TestOverflowNeverBlocksNorDrops(t *testing.T) {
 func TestEnqueueFailureReleasesClaim(t *testing.T) {
 	st := openStore(t)
 	ob := &outbox{st: st}
-	ob.fail.Store(4) // every retry of the first crossing fails
-	a := newAlerter(t, st, dir{"key/k": {Email: "o@example.com"}}, ob, nil)
+	ob.fail.Store(4) // every quick retry of the first attempt fails
+	// A retry far in the future: this test is about the release.
+	a := newAlerter(t, st, dir{"key/k": {Email: "o@example.com"}}, ob, func(c *Config) { c.RetryAfter = time.Hour })
 	c := maxCrossing("k", 80, "8")
 	a.Crossing(c)
 	s := settle(t, a)
@@ -344,6 +345,25 @@ func TestEnqueueFailureReleasesClaim(t *testing.T) {
 	settle(t, a)
 	if len(ob.list()) != 1 {
 		t.Fatal("alert not sent after the released claim")
+	}
+}
+
+// A store outage longer than the quick retries delays an alert; it is not
+// lost: the crossing is handled again until the store answers.
+func TestStoreOutageDelaysAlert(t *testing.T) {
+	st := openStore(t)
+	ob := &outbox{st: st}
+	ob.fail.Store(4 * 2) // two whole attempts (each with its quick retries) fail
+	a := newAlerter(t, st, dir{"key/k": {Email: "o@example.com"}}, ob, func(c *Config) { c.RetryAfter = 10 * time.Millisecond })
+	a.Crossing(maxCrossing("k", 80, "8"))
+	waitFor(t, "the alert after the outage", func() bool { return len(ob.list()) == 1 })
+	s := a.Stats()
+	if s.Errors != 2 || s.Enqueued != 1 {
+		t.Fatalf("%+v", s)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := len(ob.list()); n != 1 {
+		t.Fatalf("%d emails, want exactly 1", n)
 	}
 }
 
@@ -442,8 +462,23 @@ func TestStopDrainsAndHandsBack(t *testing.T) {
 	defer cancel()
 	go func() { time.Sleep(300 * time.Millisecond); close(gate) }()
 	left := b.Stop(ctx)
-	if len(left) == 0 || len(left) > 9 {
-		t.Fatalf("left %d", len(left))
+	// Every crossing is either sent or handed back (one cut off by the
+	// deadline is handed back too), never both, never neither.
+	seen := map[string]int{}
+	for _, c := range left {
+		seen[c.ID]++
+	}
+	for _, m := range ob2.list() {
+		cl, _, _ := parseIdempotencyKey(m.IdempotencyKey)
+		seen[cl.ID]++
+	}
+	if len(left) == 0 || len(seen) != 10 {
+		t.Fatalf("left %d, accounted for %v", len(left), seen)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s both sent and handed back: %v", id, seen)
+		}
 	}
 	// A crossing after Stop is still handled.
 	b.Crossing(maxCrossing("k19", 50, "8"))
