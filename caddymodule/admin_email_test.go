@@ -96,3 +96,36 @@ func TestEmailConfigErrorsAreStartupErrors(t *testing.T) {
 		t.Fatalf("gateway after failed reloads: %d", r.Status)
 	}
 }
+
+// Mail queued while the SMTP server is down survives reloads (one keeping
+// the mailer pool, one replacing it) and arrives once when it is back.
+func TestQueuedMailSurvivesReload(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.Down()
+	g := newGateway(t, smtpBlock(srv))
+	const n = 8
+	for i := 0; i < n; i++ {
+		g.mustAdmin("POST", "/user/new", map[string]any{"user_email": fmt.Sprintf("u%d@example.com", i), "send_invite_email": true, "auto_create_key": false})
+	}
+	g.load() // same settings: the pool is kept
+	g.extra = strings.Replace(g.extra, "base_backoff 50ms", "base_backoff 60ms", 1)
+	g.load() // new settings: a new pool takes over the outbox, the old one drains
+	if err := srv.Up(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := srv.WaitFor(n, 20*time.Second)
+	if err != nil {
+		t.Fatalf("%v (got %d)", err, srv.Count())
+	}
+	time.Sleep(300 * time.Millisecond)
+	if srv.Count() != n {
+		t.Fatalf("%d messages, want exactly %d", srv.Count(), n)
+	}
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		if seen[m.To[0]] {
+			t.Fatalf("%s got two invitations", m.To[0])
+		}
+		seen[m.To[0]] = true
+	}
+}

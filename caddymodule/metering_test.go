@@ -392,3 +392,32 @@ func TestCustomPricesAndUnknownModel(t *testing.T) {
 		t.Fatalf("bad price: %v", err)
 	}
 }
+
+// Malformed upstream output never breaks the gateway: it reaches the client
+// byte for byte and nothing is billed for it beyond what can be read.
+func TestMalformedUpstreamPassesThrough(t *testing.T) {
+	g := newGateway(t, "")
+	key := g.newKey(nil)
+	cases := []struct {
+		name, ctype, body, req string
+	}{
+		{"broken json", "application/json", `{"id":"x","usage":{"prompt_tokens": 12, "completion_tok`, `{"model":"gpt-4o-mini"}`},
+		{"not json", "application/json", "\x00\xffgarbage\n", `{"model":"gpt-4o-mini"}`},
+		{"broken sse", "text/event-stream", "data: {\"choices\":[{\"delta\"\n\ndata: [DONE\r\n\r\nevent: x\ndata: {\"usage\":{\"prompt_tokens\":\"many\"}}\n\n", `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}`},
+		{"sse without blank line", "text/event-stream", "data: {\"usage\":{\"prompt_tokens\":5", `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g.upstream.Set(func(s *fakeupstream.Server) { s.Raw, s.RawContentType = []byte(c.body), c.ctype })
+			r := g.do("POST", "/v1/chat/completions", bearer(key), c.req)
+			if r.Status != 200 || string(r.Body) != c.body {
+				t.Fatalf("status %d, body %q, want %q", r.Status, r.Body, c.body)
+			}
+		})
+	}
+	g.upstream.Set(func(s *fakeupstream.Server) { s.Raw = nil })
+	// The gateway still works afterwards.
+	if r := g.chat(key, "gpt-4o-mini"); r.Status != 200 {
+		t.Fatalf("after garbage: %d", r.Status)
+	}
+}

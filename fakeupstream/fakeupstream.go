@@ -58,6 +58,10 @@ type Server struct {
 	Gzip bool
 	// Record keeps received requests (off for load tests).
 	Record bool
+	// Raw, when set, is sent as the whole 200 response body with
+	// RawContentType, whatever was asked: malformed upstream output.
+	Raw            []byte
+	RawContentType string
 	// Prerender reuses rendered non-stream bodies (per path, model, usage
 	// and gzip), so a load test measures the proxy, not fmt.Sprintf.
 	Prerender bool
@@ -106,7 +110,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	u, status, latency, delay, chunks, cut, gz, gate := s.Usage, s.Status, s.Latency, s.ChunkDelay, s.Chunks, s.CutStream, s.Gzip, s.Gate
 	first, prerender := s.FirstChunkDelay, s.Prerender
+	raw, rawType := s.Raw, s.RawContentType
 	s.mu.Unlock()
+	if raw != nil {
+		w.Header().Set("Content-Type", rawType)
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(raw)
+		return
+	}
 	if latency > 0 {
 		time.Sleep(latency)
 	}
