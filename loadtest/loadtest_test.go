@@ -94,7 +94,7 @@ func TestSmoke(t *testing.T) {
 	out := table.String()
 	for _, row := range []string{
 		"fixed 100/s", "saturation 4w", "stream 40/s TTFB", "A plain", "B llm_spend",
-		"added latency p50 (B-A)", "added latency p90 (B-A)", "added latency p99 (B-A)",
+		"added latency p50 (B-A)", "added latency p90 (B-A)", "added latency p99 (B-A)", "added heap per request (B-A)", "heap B/req",
 		"saturation throughput B/A", "stream TTFB p50 B/A", "stream TTFB p99 B/A",
 		"RSS before load", "RSS after load",
 	} {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -79,6 +80,8 @@ func ratio(b, a float64) float64 {
 type Machine struct {
 	NumCPU, GOMAXPROCS  int
 	GoVersion, OS, Arch string
+	// GOGC is the process's GC percent during the run (-1: off).
+	GOGC int
 }
 
 // Check is a target and whether the run met it.
@@ -111,8 +114,17 @@ func newReport(cfg Config) *Report {
 		Machine: Machine{
 			NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 			GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
+			GOGC: gcPercent(),
 		},
 	}
+}
+
+// gcPercent reads the GC percent (SetGCPercent is the only reader; the
+// collector is off for the instant between the two calls).
+func gcPercent() int {
+	p := debug.SetGCPercent(-1)
+	debug.SetGCPercent(p)
+	return p
 }
 
 // Errors is the number of failed requests over every workload and target.
@@ -157,6 +169,7 @@ func (r *Report) evaluate() {
 		add("added latency p50 (B-A)", signed(p.AddedP50()), "<= +"+dur(TargetAddedP50), p.AddedP50() <= TargetAddedP50)
 		add("added latency p90 (B-A)", signed(p.AddedP90()), "", false)
 		add("added latency p99 (B-A)", signed(p.AddedP99()), "<= +"+dur(TargetAddedP99), p.AddedP99() <= TargetAddedP99)
+		add("added heap per request (B-A)", fmt.Sprintf("%+.0f B, %+.1f allocs", p.B.AllocBytes-p.A.AllocBytes, p.B.Allocs-p.A.Allocs), "", false)
 	}
 	if p := r.Saturation; p != nil {
 		add("saturation throughput B/A", fmt.Sprintf("%.3f", p.RPSRatio()), fmt.Sprintf(">= %.2f", TargetSatRatio), p.RPSRatio() >= TargetSatRatio)
@@ -202,8 +215,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if c.Mirror {
 		order = "AB, BA alternating"
 	}
-	fmt.Fprintf(w, "llmspend-bench: nproc=%d GOMAXPROCS=%d %s %s/%s, %d rounds per workload (%s), one process\n",
-		m.NumCPU, m.GOMAXPROCS, m.GoVersion, m.OS, m.Arch, c.Rounds, order)
+	fmt.Fprintf(w, "llmspend-bench: nproc=%d GOMAXPROCS=%d GOGC=%d %s %s/%s, %d rounds per workload (%s), one process\n",
+		m.NumCPU, m.GOMAXPROCS, m.GOGC, m.GoVersion, m.OS, m.Arch, c.Rounds, order)
 	fmt.Fprintf(w, "A = Caddy reverse_proxy; B = llm_spend + reverse_proxy (same routes, same upstream)\n")
 	if r.Noise.OtherCPUs >= 0 {
 		fmt.Fprintf(w, "machine during the run: this process %.2f CPUs, other processes %.2f CPUs, load average %.2f\n",
@@ -215,14 +228,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "comparisons are medians over rounds of B against A in the same round\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\ttarget\trequests\terrors\trps\tp50\tp90\tp99\tmax\t")
+	fmt.Fprintln(tw, "workload\ttarget\trequests\terrors\trps\tp50\tp90\tp99\tmax\theap B/req\tallocs/req\t")
 	row := func(label string, p *Pair) {
 		for _, s := range []struct {
 			name string
 			st   Stats
 		}{{"A plain", p.A}, {"B llm_spend", p.B}} {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%s\t%s\t%s\t%s\t\n", label, s.name, s.st.Requests, s.st.ErrorCount(), s.st.RPS,
-				dur(s.st.P50), dur(s.st.P90), dur(s.st.P99), dur(s.st.Max))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%s\t%s\t%s\t%s\t%.0f\t%.1f\t\n", label, s.name, s.st.Requests, s.st.ErrorCount(), s.st.RPS,
+				dur(s.st.P50), dur(s.st.P90), dur(s.st.P99), dur(s.st.Max), s.st.AllocBytes, s.st.Allocs)
 		}
 	}
 	if r.Fixed != nil {

@@ -266,7 +266,11 @@ func (e *Env) Run(ctx context.Context, cfg Config) (*Report, error) {
 				// cycle left over from the previous round doesn't land on
 				// the next target.
 				runtime.GC()
+				var m0, m1 runtime.MemStats
+				runtime.ReadMemStats(&m0)
 				r := wl.run(ctx, t, fmt.Sprintf("%s r%d", t.name, i), wl.dur, pl)
+				runtime.ReadMemStats(&m1)
+				r.allocBytes, r.allocs = m1.TotalAlloc-m0.TotalAlloc, m1.Mallocs-m0.Mallocs
 				sum := r.summary()
 				cfg.logf("%-10s round %d %s: %d requests, %d errors, %.0f/s, p50 %s p99 %s", wl.name, i, t.name,
 					r.requests, r.requests-r.ok, sum.rps, dur(sum.p50), dur(sum.p99))

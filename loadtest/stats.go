@@ -25,6 +25,10 @@ type Stats struct {
 	P50, P90, P99, Max time.Duration
 	// Total is the full duration of streams (streaming workload only).
 	TotalP50 time.Duration
+	// AllocBytes and Allocs are the whole process's heap allocations per
+	// request during the rounds (client, Caddy, upstream): B minus A is
+	// what the handler allocates, the garbage a gateway's GC pays for.
+	AllocBytes, Allocs float64
 
 	lat []time.Duration // sorted
 }
@@ -36,6 +40,8 @@ type round struct {
 	ok         int
 	errors     map[string]int
 	wall       time.Duration
+	// heap allocations of the whole process during the round
+	allocBytes, allocs uint64
 }
 
 func (r *round) fail(msg string) {
@@ -53,7 +59,10 @@ func (r *round) fail(msg string) {
 func merge(rounds []round) Stats {
 	var s Stats
 	var total []time.Duration
+	var allocBytes, allocs uint64
 	for _, r := range rounds {
+		allocBytes += r.allocBytes
+		allocs += r.allocs
 		s.Requests += r.requests
 		s.OK += r.ok
 		s.Wall += r.wall
@@ -76,6 +85,10 @@ func merge(rounds []round) Stats {
 		s.Max = s.lat[len(s.lat)-1]
 	}
 	s.TotalP50 = quantile(total, 0.50)
+	if s.Requests > 0 {
+		s.AllocBytes = float64(allocBytes) / float64(s.Requests)
+		s.Allocs = float64(allocs) / float64(s.Requests)
+	}
 	return s
 }
 

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -53,6 +54,8 @@ func run() error {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof -top -focus caddymodule ...)")
 	dir := flag.String("dir", "", "directory for the store and Caddy's data (default: a temporary one, removed at exit)")
 	quiet := flag.Bool("q", false, "no progress lines")
+	gogc := flag.Int("gogc", 400, "GC percent for the whole process; the load generator and the upstream share the gateway's heap and\n"+
+		"would otherwise make GC run several times as often as in a gateway of its own (100 = Go's default)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -94,6 +97,8 @@ func run() error {
 	defer os.RemoveAll(xdg)
 	os.Setenv("XDG_DATA_HOME", xdg)
 	os.Setenv("XDG_CONFIG_HOME", xdg)
+
+	debug.SetGCPercent(*gogc)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
