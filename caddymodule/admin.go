@@ -2,8 +2,6 @@ package caddymodule
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -35,6 +33,9 @@ type AdminHandler struct {
 	logger *zap.Logger
 	mux    *http.ServeMux
 	now    func() time.Time
+	// authFails slows down master-key guessing (per handler instance, so
+	// a reload starts the count afresh).
+	authFails *authLimiter
 }
 
 // CaddyModule returns the Caddy module information.
@@ -54,6 +55,7 @@ func (h *AdminHandler) Provision(ctx caddy.Context) (err error) {
 	}
 	h.state = h.app.state
 	h.now = time.Now
+	h.authFails = new(authLimiter)
 	mux := http.NewServeMux()
 	// LiteLLM leaves liveliness open for orchestrator probes.
 	mux.HandleFunc("GET /health/liveliness", h.liveliness)
@@ -86,8 +88,8 @@ func (h *AdminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	return nil
 }
 
-// guard enforces the master key with a constant-time compare (of digests,
-// so the key's length doesn't leak either).
+// guard enforces the master key (masterKeyCheck: constant time, failures
+// limited per client).
 func (h *AdminHandler) guard(f http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A signed-in web UI session (cookie + CSRF token) counts as the master key.
@@ -105,8 +107,11 @@ func (h *AdminHandler) guard(f http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, errAuth, "Authentication Error, No api key passed in. Send Authorization: Bearer <MASTER_KEY>.", "")
 			return
 		}
-		a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(master))
-		if subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
+		switch ok, limited := h.masterKeyCheck(r, got); {
+		case limited:
+			writeError(w, http.StatusTooManyRequests, errRateLimited, "Too many failed master key attempts from this client; try again in a minute.", "")
+			return
+		case !ok:
 			writeError(w, http.StatusUnauthorized, errAuth, "Authentication Error, invalid master key.", "")
 			return
 		}

@@ -1,9 +1,13 @@
 package caddymodule
 
 import (
+	"fmt"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAdminRefusesWrongOrEmptyMasterKey(t *testing.T) {
@@ -202,5 +206,46 @@ func TestAdminBadInputLeavesStoreUnchanged(t *testing.T) {
 	}
 	if r := g.admin("GET", "/user/info?user_id=nobody", nil); r.Status != 404 {
 		t.Fatalf("unknown user: %d", r.Status)
+	}
+}
+
+// Master-key guessing is limited per client, for the admin API and the UI
+// sign-in alike.
+func TestMasterKeyGuessingIsLimited(t *testing.T) {
+	g := newGateway(t, "")
+	for i := 0; i < maxAuthFailures; i++ {
+		if r := g.do("GET", "/key/list", bearer(fmt.Sprintf("wrong-%d", i)), nil); r.Status != 401 {
+			t.Fatalf("attempt %d: %d", i, r.Status)
+		}
+	}
+	// Now even the right key is refused from this client, and the UI too.
+	r := g.admin("GET", "/key/list", nil)
+	if e := errorBody(t, r); r.Status != 429 || e.Type != "rate_limit_error" {
+		t.Fatalf("after %d failures: %d %+v", maxAuthFailures, r.Status, e)
+	}
+	r = g.form("/ui/login", url.Values{"master_key": {testMasterKey}}, map[string]string{"Sec-Fetch-Site": "same-origin"})
+	if r.Status != http.StatusTooManyRequests || len(r.Header.Values("Set-Cookie")) != 0 {
+		t.Fatalf("UI sign-in while limited: %d", r.Status)
+	}
+}
+
+func TestAuthLimiterWindow(t *testing.T) {
+	var l authLimiter
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := 0; i < maxAuthFailures-1; i++ {
+		l.fail("10.0.0.1", t0)
+	}
+	if l.blocked("10.0.0.1", t0) {
+		t.Fatal("blocked before the limit")
+	}
+	l.fail("10.0.0.1", t0)
+	if !l.blocked("10.0.0.1", t0.Add(authFailureWindow-time.Second)) {
+		t.Fatal("not blocked at the limit")
+	}
+	if l.blocked("10.0.0.2", t0) {
+		t.Fatal("another client blocked")
+	}
+	if l.blocked("10.0.0.1", t0.Add(authFailureWindow)) {
+		t.Fatal("still blocked after the window")
 	}
 }

@@ -16,6 +16,7 @@ const (
 	errConflict      = "conflict_error"
 	errInternal      = "internal_server_error"
 	errNotConfigured = "not_configured_error"
+	errRateLimited   = "rate_limit_error"
 )
 
 // apiError is the OpenAI-shaped error body LiteLLM returns:

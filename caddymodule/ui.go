@@ -320,8 +320,12 @@ func (h *AdminHandler) uiLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	got := strings.TrimSpace(r.PostFormValue("master_key"))
-	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(master))
-	if got == "" || subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
+	ok, limited := h.masterKeyCheck(r, got)
+	if limited {
+		h.renderLogin(w, http.StatusTooManyRequests, "Too many failed attempts from this address. Try again in a minute.", next)
+		return
+	}
+	if !ok {
 		h.logger.Warn("web UI sign-in refused: wrong master key", zap.String("remote", r.RemoteAddr))
 		h.renderLogin(w, http.StatusUnauthorized, "That is not the master key. Check MASTER_KEY in the gateway's environment.", next)
 		return
