@@ -421,3 +421,25 @@ func TestMalformedUpstreamPassesThrough(t *testing.T) {
 		t.Fatalf("after garbage: %d", r.Status)
 	}
 }
+
+// last_used_at follows traffic, written behind with the spend.
+func TestLastUsedAt(t *testing.T) {
+	g := newGateway(t, "")
+	key := g.newKey(nil)
+	info := g.mustAdmin("GET", "/key/info?key="+key, nil)["info"].(map[string]any)
+	if info["last_used_at"] != nil {
+		t.Fatalf("unused key has last_used_at %v", info["last_used_at"])
+	}
+	before := time.Now().Add(-time.Second)
+	if r := g.chat(key, "gpt-4o-mini"); r.Status != 200 {
+		t.Fatal(r.Status)
+	}
+	waitUntil(t, func() bool {
+		info = g.mustAdmin("GET", "/key/info?key="+key, nil)["info"].(map[string]any)
+		return info["last_used_at"] != nil
+	})
+	at, err := time.Parse(time.RFC3339Nano, info["last_used_at"].(string))
+	if err != nil || at.Before(before) || at.After(time.Now().Add(time.Second)) {
+		t.Fatalf("last_used_at %v (%v)", info["last_used_at"], err)
+	}
+}

@@ -64,7 +64,7 @@ func openSharedState(cfg stateConfig, logger *zap.Logger) (*sharedState, error) 
 		return nil, fmt.Errorf("loading keys: %w", err)
 	}
 	lc := spend.LedgerConfig{
-		Writer: st,
+		Writer: lastUsedWriter{st: st, now: time.Now, logger: logger},
 		Sink:   s.sink,
 		Logger: logger.Named("ledger"),
 	}
