@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -126,5 +127,36 @@ func TestCaddyfileErrorsNameFileAndLine(t *testing.T) {
 				t.Fatalf("error %q does not name %s", err, c.want)
 			}
 		})
+	}
+}
+
+// Caddyfile.example adapts as shipped, with and without the optional
+// environment, and keeps secrets as runtime placeholders.
+func TestCaddyfileExampleAdapts(t *testing.T) {
+	src, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MASTER_KEY", "sk-master-secret-value")
+	for _, env := range []map[string]string{
+		{},
+		{"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test", "REDIS_URL": "redis://127.0.0.1:6379/0", "PORT": "4100"},
+	} {
+		for k, v := range env {
+			t.Setenv(k, v)
+		}
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, map[string]any{"filename": "Caddyfile.example"})
+		if err != nil {
+			t.Fatalf("env %v: %v", env, err)
+		}
+		js := string(out)
+		for _, want := range []string{`"handler":"llm_spend"`, `"handler":"llm_spend_admin"`, `"llm_spend":{`, `"email":true`, `{env.MASTER_KEY}`} {
+			if !strings.Contains(js, want) {
+				t.Errorf("env %v: adapted config lacks %s", env, want)
+			}
+		}
+		if strings.Contains(js, "sk-master-secret-value") {
+			t.Errorf("the master key was substituted into the config")
+		}
 	}
 }
