@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/llmspend/llmspend/alerts"
 	"github.com/llmspend/llmspend/money"
 	"github.com/llmspend/llmspend/spend"
 	"github.com/llmspend/llmspend/store"
@@ -231,19 +232,12 @@ func (h *AdminHandler) buildKey(req *generateKeyRequest, now time.Time) (*store.
 	if req.Blocked != nil {
 		k.Blocked = *req.Blocked
 	}
-	if req.MaxBudget != nil {
-		p, err := picoFromUSD("max_budget", *req.MaxBudget)
-		if err != nil {
-			return nil, "", &badRequest{"max_budget", err.Error()}
-		}
-		k.MaxBudget = &p
+	var err error
+	if k.MaxBudget, err = budget("max_budget", req.MaxBudget); err != nil {
+		return nil, "", err
 	}
-	if req.SoftBudget != nil {
-		p, err := picoFromUSD("soft_budget", *req.SoftBudget)
-		if err != nil {
-			return nil, "", &badRequest{"soft_budget", err.Error()}
-		}
-		k.SoftBudget = &p
+	if k.SoftBudget, err = budget("soft_budget", req.SoftBudget); err != nil {
+		return nil, "", err
 	}
 	if req.Duration != nil && *req.Duration != "" {
 		exp, err := spend.NextReset(now, *req.Duration)
@@ -393,24 +387,15 @@ func (h *AdminHandler) applyKeyUpdate(k *store.Key, req *updateKeyRequest, now t
 	if req.Blocked.Set {
 		k.Blocked = req.Blocked.V
 	}
+	var err error
 	if req.MaxBudget.Set {
-		k.MaxBudget = nil
-		if req.MaxBudget.Valid {
-			p, err := picoFromUSD("max_budget", req.MaxBudget.V)
-			if err != nil {
-				return &badRequest{"max_budget", err.Error()}
-			}
-			k.MaxBudget = &p
+		if k.MaxBudget, err = budget("max_budget", req.MaxBudget.ptr()); err != nil {
+			return err
 		}
 	}
 	if req.SoftBudget.Set {
-		k.SoftBudget = nil
-		if req.SoftBudget.Valid {
-			p, err := picoFromUSD("soft_budget", req.SoftBudget.V)
-			if err != nil {
-				return &badRequest{"soft_budget", err.Error()}
-			}
-			k.SoftBudget = &p
+		if k.SoftBudget, err = budget("soft_budget", req.SoftBudget.ptr()); err != nil {
+			return err
 		}
 	}
 	if req.Duration.Set {
@@ -589,7 +574,7 @@ func (h *AdminHandler) userNew(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.UserEmail != nil {
 		u.UserEmail = strings.TrimSpace(*req.UserEmail)
-		if u.UserEmail != "" && !validEmail(u.UserEmail) {
+		if u.UserEmail != "" && !alerts.ValidEmail(u.UserEmail) {
 			writeErr(w, h, &badRequest{"user_email", "user_email is not a valid email address"})
 			return
 		}
@@ -604,21 +589,14 @@ func (h *AdminHandler) userNew(w http.ResponseWriter, r *http.Request) {
 		}
 		u.UserRole = *req.UserRole
 	}
-	if req.MaxBudget != nil {
-		p, err := picoFromUSD("max_budget", *req.MaxBudget)
-		if err != nil {
-			writeErr(w, h, &badRequest{"max_budget", err.Error()})
-			return
-		}
-		u.MaxBudget = &p
+	var err error
+	if u.MaxBudget, err = budget("max_budget", req.MaxBudget); err != nil {
+		writeErr(w, h, err)
+		return
 	}
-	if req.SoftBudget != nil {
-		p, err := picoFromUSD("soft_budget", *req.SoftBudget)
-		if err != nil {
-			writeErr(w, h, &badRequest{"soft_budget", err.Error()})
-			return
-		}
-		u.SoftBudget = &p
+	if u.SoftBudget, err = budget("soft_budget", req.SoftBudget); err != nil {
+		writeErr(w, h, err)
+		return
 	}
 	if req.BudgetDuration != nil && *req.BudgetDuration != "" {
 		reset, err := spend.NextReset(now, *req.BudgetDuration)
@@ -682,11 +660,6 @@ func (h *AdminHandler) userNew(w http.ResponseWriter, r *http.Request) {
 		resp["warnings"] = warnings
 	}
 	writeJSON(w, http.StatusOK, resp)
-}
-
-func validEmail(s string) bool {
-	at := strings.LastIndexByte(s, '@')
-	return at > 0 && at < len(s)-1 && !strings.ContainsAny(s, " \r\n<>,;\"")
 }
 
 func (h *AdminHandler) userInfo(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,14 @@ type opt[T any] struct {
 	V     T
 }
 
+// ptr is the value, or nil when absent or null.
+func (o *opt[T]) ptr() *T {
+	if !o.Valid {
+		return nil
+	}
+	return &o.V
+}
+
 func (o *opt[T]) UnmarshalJSON(b []byte) error {
 	o.Set = true
 	if string(b) == "null" {
@@ -99,15 +107,20 @@ func usd(p *money.Pico) *float64 {
 	return &f
 }
 
-// picoFromUSD validates a budget given in USD.
-func picoFromUSD(field string, f float64) (money.Pico, error) {
-	if f < 0 {
-		return 0, fmt.Errorf("%s must not be negative", field)
+// budget validates an optional budget given in USD (nil stays nil); a bad
+// one is a badRequest naming the field.
+func budget(field string, f *float64) (*money.Pico, error) {
+	if f == nil {
+		return nil, nil
 	}
-	if f > 1e6 {
-		return 0, fmt.Errorf("%s is too large (max 1000000 USD)", field)
+	if *f < 0 {
+		return nil, &badRequest{field, field + " must not be negative"}
 	}
-	return money.FromUSD(f), nil
+	if *f > 1e6 {
+		return nil, &badRequest{field, field + " is too large (max 1000000 USD)"}
+	}
+	p := money.FromUSD(*f)
+	return &p, nil
 }
 
 // keyInfo is the LiteLLM key row as /key/info, /key/list and /user/info show it.
